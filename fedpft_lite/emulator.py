@@ -48,15 +48,16 @@ def matched_emulator_layers(fm: FMClassifier, num_adapter_layers: int, keep_rati
 
 
 def build_emulator(fm: FMClassifier, num_adapter_layers: int | None = None,
-                   emulator_layers: int | None = None) -> FMClassifier:
+                   emulator_layers: int | None = None, keep_ratio: float = 0.25) -> FMClassifier:
     """FedOT's proxy: ``num_adapter_layers`` whole layers at each end + ``emulator_layers``
-    uniformly dropped middle layers (default: matched to FedPFT's sub-FM size). FM untouched."""
+    uniformly dropped middle layers (default: matched to the size of FedPFT's sub-FM at
+    ``keep_ratio``). FM untouched."""
     layers = get_layers(fm.backbone)
     n = len(layers)
     a = default_adapter_layers(n) if num_adapter_layers is None else num_adapter_layers
     if a < 1 or 2 * a >= n:
         raise ValueError(f"num_adapter_layers={a} leaves no middle layers in a {n}-layer model")
-    k = matched_emulator_layers(fm, a) if emulator_layers is None else emulator_layers
+    k = matched_emulator_layers(fm, a, keep_ratio) if emulator_layers is None else emulator_layers
     if not 1 <= k <= n - 2 * a:
         raise ValueError(f"emulator_layers must be in 1..{n - 2 * a}, got {k}")
     bottom, top = list(range(a)), list(range(n - a, n))

@@ -47,9 +47,11 @@ def add_lora(model: FMClassifier, settings: LoraSettings = LoraSettings(), layer
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, bias="none")
     fork = [model.classifier.weight.device] if model.classifier.weight.is_cuda else []
+    was_training = model.training
     with torch.random.fork_rng(devices=fork):
         torch.manual_seed(seed)
         inject_adapter_in_model(config, model)
+    model.train(was_training)  # new LoRA dropout modules start in training mode; follow the model
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name or name.startswith(HEAD_PREFIX))
     model.lora_settings = settings

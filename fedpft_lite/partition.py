@@ -9,8 +9,10 @@ the same partition.
 * ``dirichlet``: for each class, draw client proportions from Dir(alpha) and split that class's
   examples accordingly (Hsu et al. 2019; the paper's non-IID setting with alpha in {1, 5, 10}).
   Small alpha = few classes per client. Redrawn until every client has ``min_size`` examples.
-* ``shards``: sort by label, cut into ``num_clients * labels_per_client`` shards, give each client
-  ``labels_per_client`` shards (McMahan et al. 2017's pathological non-IID split).
+* ``shards``: sort by label, cut into ``num_clients * labels_per_client`` equal shards, give each
+  client ``labels_per_client`` shards (McMahan et al. 2017's pathological non-IID split). With
+  uneven class sizes a shard can straddle a class boundary, so a client may see a few more
+  labels than ``labels_per_client``; with balanced classes it sees exactly that many.
 """
 from __future__ import annotations
 

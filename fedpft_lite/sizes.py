@@ -44,7 +44,7 @@ def transformer_layer_parameters(model: nn.Module) -> int:
 
 
 def size_table(models: dict[str, nn.Module], state: dict | None = None, bytes_per_value: int = 4):
-    """DataFrame: rows = parts (+ transformer layers, total, MB), columns = the given models
+    """DataFrame: rows = parts (+ transformer layers, total), columns = the given models
     (and ``"trainable state"`` when ``state`` is given: what one client sends per round)."""
     import pandas as pd
 
@@ -62,7 +62,9 @@ def size_table(models: dict[str, nn.Module], state: dict | None = None, bytes_pe
         c["total"] = sum(c[p] for p in PARTS)
         cols["trainable state"] = c
     df = pd.DataFrame(cols)
-    df.loc["MB (fp32)"] = (df.loc["total"] * bytes_per_value / 2**20).round(2)
+    # Counts stay integers; the size in MB lives in df.attrs (a float row would turn every
+    # count into a float when printed).
+    df.attrs["MB"] = {c: round(df.loc["total", c] * bytes_per_value / 2**20, 2) for c in df.columns}
     return df
 
 
@@ -83,6 +85,7 @@ def plot_sizes(df, ax=None, title: str = "parameters per part"):
     ax.set_xlabel("parameters (millions)")
     ax.set_title(title)
     ax.invert_yaxis()
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
+    ax.grid(axis="y", visible=False)
     sns.despine(ax=ax)
     return ax

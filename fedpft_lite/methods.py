@@ -1,0 +1,105 @@
+"""The three methods as a few hooks on one round loop (``federated.py``).
+
+=============  ==========================  ======================  ==========================
+method         proxy sent to clients       LoRA on                 server work
+=============  ==========================  ======================  ==========================
+FedPETuning    the FM itself (upper bound)  all layers              none
+FedOT          emulator: adapters + drop   the adapter layers      none
+FedPFT         sub-FM: FFN compressed      all layers              alignment (before / every t)
+=============  ==========================  ======================  ==========================
+
+Every method sends and receives the same kind of thing: the trainable state (LoRA + head) in
+the FM's naming, so FedAvg and plug-back are shared.
+"""
+from __future__ import annotations
+
+import copy
+
+from .compression import compress_ffn
+from .emulator import adapter_layers, build_emulator
+
+
+class Method:
+    name = "method"
+
+    def build_proxy(self, fm, cfg):
+        """The model clients hold and train (before LoRA is added)."""
+        raise NotImplementedError
+
+    def lora_layers(self, proxy):
+        """Proxy layer indices that get LoRA (None = all)."""
+        return None
+
+    def before_rounds(self, server) -> dict:
+        """Server work after the proxy is built, before round 1 (FedPFT: layer-level alignment)."""
+        return {}
+
+    def wants_activations(self, server, rnd: int) -> bool:
+        """Should clients report activation statistics this round? (FedPFT's alignment rounds)."""
+        return False
+
+    def after_aggregation(self, server, rnd: int, client_stats: list) -> dict:
+        """Server work after FedAvg (FedPFT: neuron-level alignment every t rounds).
+
+        Returns extra history fields; ``bytes_down_extra`` counts what must ship to clients."""
+        return {}
+
+
+class FedPETuning(Method):
+    """LoRA on the full FM: clients hold the whole FM. The accuracy upper bound."""
+    name = "fedpetuning"
+
+    def build_proxy(self, fm, cfg):
+        proxy = copy.deepcopy(fm)
+        proxy.structure = {"method": "fedpetuning"}
+        return proxy
+
+
+class FedOT(Method):
+    """Offsite-tuning in FL: adapters at both ends trained (via LoRA), middle emulated by layer drop."""
+    name = "fedot"
+
+    def build_proxy(self, fm, cfg):
+        return build_emulator(fm, cfg.adapter_layers, cfg.emulator_layers, cfg.keep_ratio)
+
+    def lora_layers(self, proxy):
+        return adapter_layers(proxy)
+
+
+class FedPFT(Method):
+    """Sub-FM by FFN saliency compression; alignment hooks filled by ``fedpft_lite.alignment``."""
+    name = "fedpft"
+
+    def build_proxy(self, fm, cfg):
+        return compress_ffn(fm, cfg.keep_ratio, tuple(cfg.retained_layers), cfg.criterion, seed=cfg.seed)
+
+    def before_rounds(self, server) -> dict:
+        if not server.cfg.align_before:
+            return {}
+        from .alignment import layer_level_alignment
+        return layer_level_alignment(server)
+
+    def wants_activations(self, server, rnd: int) -> bool:
+        return server.cfg.align_during and is_alignment_round(rnd, server.cfg.align_every)
+
+    def after_aggregation(self, server, rnd: int, client_stats: list) -> dict:
+        if not self.wants_activations(server, rnd):
+            return {}
+        from .alignment import neuron_level_alignment
+        return neuron_level_alignment(server, rnd, client_stats)
+
+
+def is_alignment_round(rnd: int, t: int) -> bool:
+    """Rounds t, 2t, 3t, ... (1-based), including when the run has exactly t rounds.
+
+    (The trap: ``rnd % t == 0 and t < rounds`` never aligns a 10-round run with t = 10.)"""
+    return rnd >= 1 and rnd % t == 0
+
+
+METHOD_CLASSES = {"fedpetuning": FedPETuning, "fedot": FedOT, "fedpft": FedPFT}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHOD_CLASSES:
+        raise ValueError(f"unknown method {name!r}; use one of {sorted(METHOD_CLASSES)}")
+    return METHOD_CLASSES[name]()

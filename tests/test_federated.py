@@ -1,0 +1,178 @@
+"""The federated engine: FedAvg, the three methods' rounds, reproducibility, resume, bad configs.
+
+A tiny random-init BERT (real MiniLM tokenizer, real bbc-news sentences) keeps each run to a few
+seconds; mechanics, not accuracy, are under test here.
+"""
+import json
+
+import pytest
+import torch
+import transformers
+
+from fedpft_lite.aggregation import fedavg
+from fedpft_lite.config import FedConfig
+from fedpft_lite.federated import round_lr, run_federated, sample_clients
+from fedpft_lite.methods import is_alignment_round
+from fedpft_lite.models import FMClassifier, load_foundation_model
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 4-layer random BERT saved with the real MiniLM tokenizer, loadable by name."""
+    _, tok = load_foundation_model("minilm", num_labels=5)
+    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=4,
+                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    model = FMClassifier(transformers.AutoModel.from_config(cfg), num_labels=5, pooling="mean")
+    folder = tmp_path_factory.mktemp("tiny")
+    model.save_pretrained(folder, preprocessor=tok)
+    return str(folder)
+
+
+def small(tiny_model, **kw):
+    base = dict(model=tiny_model, task="bbc-news", max_train=160, max_test=64, num_clients=4,
+                fraction=0.5, rounds=2, batch_size=16, lr=5e-3, lora_r=4, max_length=32,
+                eval_batch_size=32, partition="dirichlet", alpha=1.0, device="cpu")
+    base.update(kw)
+    return FedConfig(**base)
+
+
+def strip_time(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+# -- FedAvg ---------------------------------------------------------------------------------------
+def test_fedavg_of_identical_states_is_that_state():
+    s = {"a": torch.randn(3, 4), "b": torch.randn(5)}
+    for mode in ("weighted", "uniform"):
+        out = fedavg([s, s, s], [1, 7, 2], mode)
+        for k in s:
+            torch.testing.assert_close(out[k], s[k])
+
+
+def test_weighted_fedavg_weights_by_examples_and_uniform_does_not():
+    a, b = {"w": torch.zeros(2)}, {"w": torch.ones(2)}
+    assert torch.allclose(fedavg([a, b], [1, 3], "weighted")["w"], torch.full((2,), 0.75))
+    assert torch.allclose(fedavg([a, b], [1, 3], "uniform")["w"], torch.full((2,), 0.5))
+
+
+def test_fedavg_rejects_mismatched_states():
+    with pytest.raises(KeyError):
+        fedavg([{"a": torch.zeros(1)}, {"b": torch.zeros(1)}], [1, 1])
+    with pytest.raises(ValueError):
+        fedavg([], [])
+    with pytest.raises(ValueError):
+        fedavg([{"a": torch.zeros(1)}], [1], "median")
+
+
+# -- schedule -------------------------------------------------------------------------------------
+def test_alignment_rounds_are_exactly_multiples_of_t():
+    assert [r for r in range(1, 31) if is_alignment_round(r, 10)] == [10, 20, 30]
+    assert [r for r in range(1, 11) if is_alignment_round(r, 10)] == [10]  # rounds == t aligns
+    assert not any(is_alignment_round(r, 5) for r in (0, 1, 4, 6, 9))
+
+
+def test_lr_decays_linearly_but_never_wastes_the_last_round():
+    cfg = FedConfig(rounds=4, lr=1.0)
+    assert [round_lr(cfg, r) for r in range(1, 5)] == [1.0, 0.75, 0.5, 0.25]
+    assert round_lr(cfg.replace(lr_decay="none"), 4) == 1.0
+
+
+def test_client_sampling_is_seeded_and_sized():
+    cfg = FedConfig(num_clients=100, fraction=0.1, seed=3)
+    a = sample_clients(cfg, 1)
+    assert len(a) == 10 and len(set(a)) == 10 and a == sample_clients(cfg, 1)
+    assert a != sample_clients(cfg, 2) and a != sample_clients(cfg.replace(seed=4), 1)
+
+
+# -- runs -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["fedpetuning", "fedot", "fedpft"])
+def test_two_rounds_change_the_fm_only_through_the_plugged_state(tiny_model, method):
+    servers = []
+    h = run_federated(small(tiny_model, method=method), progress=False,
+                      on_round=lambda server, row: servers.append(server))
+    server = servers[-1]
+    assert [r["round"] for r in h] == [1, 2]
+    for r in h:
+        assert 0 <= r["fm_accuracy"] <= 1 and r["bytes_up"] > 0 and r["bytes_down"] > 0
+        assert len(r["clients"]) == 2
+    original, _ = load_foundation_model(tiny_model, num_labels=5)
+    ref = dict(original.named_parameters())
+    for name, p in server.fm.named_parameters():
+        if "lora_" in name or name.startswith("classifier."):
+            continue
+        base = name.replace(".base_layer", "")
+        assert torch.equal(p.detach().cpu(), ref[base].detach()), f"{method} changed FM weight {name}"
+    assert any(p.detach().any() for n, p in server.fm.named_parameters() if "lora_B" in n), \
+        "no LoRA B moved away from zero: nothing was trained"
+    assert not torch.equal(server.fm.classifier.weight.detach().cpu(), original.classifier.weight.detach())
+    if method == "fedot":  # only the adapters (FM layers 0 and 3) were trained
+        for name, p in server.fm.named_parameters():
+            if "lora_B" in name and (".layer.1." in name or ".layer.2." in name):
+                assert not p.detach().any(), f"FedOT trained a middle (emulated) layer: {name}"
+
+
+def test_same_seed_same_history_other_seed_different(tiny_model):
+    a = run_federated(small(tiny_model, seed=1), progress=False)
+    b = run_federated(small(tiny_model, seed=1), progress=False)
+    c = run_federated(small(tiny_model, seed=2), progress=False)
+    assert strip_time(a) == strip_time(b)
+    assert strip_time(a) != strip_time(c)
+
+
+def test_resume_after_round_k_equals_the_uninterrupted_run(tiny_model, tmp_path):
+    full = run_federated(small(tiny_model, rounds=3, output_dir=str(tmp_path / "full")), progress=False)
+    cut = small(tiny_model, rounds=3, output_dir=str(tmp_path / "cut"))
+    part = run_federated(cut, progress=False, stop_after=1)
+    assert len(part) == 1 and not (tmp_path / "cut" / "results.json").exists()
+    with pytest.raises(FileExistsError, match="resume"):  # an unfinished run is not clobbered
+        run_federated(cut, progress=False)
+    resumed = run_federated(cut.replace(resume=True), progress=False)
+    assert strip_time(resumed) == strip_time(full)
+    saved = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert strip_time(saved) == strip_time(full)
+    # A finished run's results are never overwritten unless asked.
+    with pytest.raises(FileExistsError, match="overwrite"):
+        run_federated(small(tiny_model, rounds=3, output_dir=str(tmp_path / "full")), progress=False)
+    before = (tmp_path / "full" / "results.json").read_text()
+    with pytest.raises(ValueError, match="differs"):
+        _resume_with_changed_config(tiny_model, tmp_path)
+    assert (tmp_path / "full" / "results.json").read_text() == before
+
+
+def _resume_with_changed_config(tiny_model, tmp_path):
+    cfg = small(tiny_model, rounds=3, output_dir=str(tmp_path / "changed"))
+    run_federated(cfg, progress=False, stop_after=1)
+    run_federated(cfg.replace(resume=True, lr=1.0), progress=False)
+
+
+# -- bad configs fail before any model is loaded ---------------------------------------------------
+@pytest.mark.parametrize("changes, message", [
+    ({"method": "fedsgd"}, "method must be one of"),
+    ({"fraction": 0.0}, "fraction"),
+    ({"num_clients": 50, "max_train": 10}, "smaller than num_clients"),
+    ({"partition": "zipf"}, "partition must be one of"),
+    ({"alpha": 0.0}, "alpha"),
+    ({"aggregation": "median"}, "aggregation"),
+    ({"resume": True}, "output_dir"),
+    ({"method": "fedot", "align_before": True}, "alignment"),
+    ({"keep_ratio": 1.5}, "keep_ratio"),
+])
+def test_bad_configs_fail_early_and_clearly(changes, message, monkeypatch):
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded before the config was checked")
+    monkeypatch.setattr("fedpft_lite.federated.load_foundation_model", no_loading)
+    with pytest.raises(ValueError, match=message):
+        run_federated(FedConfig(**changes), progress=False)
+
+
+def test_unknown_config_keys_and_files(tmp_path):
+    with pytest.raises(ValueError, match="unknown config keys"):
+        FedConfig.from_dict({"methd": "fedpft"})
+    p = tmp_path / "c.yaml"
+    p.write_text("method: fedot\nrounds: 3\nretained_layers: [0, -1]\n")
+    cfg = FedConfig.from_file(p)
+    assert cfg.method == "fedot" and cfg.rounds == 3
+    assert cfg.with_overrides(["rounds=5", "lr=0.01"]).rounds == 5
+    with pytest.raises(FileNotFoundError):
+        FedConfig.from_file(tmp_path / "missing.yaml")
