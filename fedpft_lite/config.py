@@ -148,11 +148,6 @@ class FedConfig:
         if self.method != "fedpft":
             need(not (self.align_before or self.align_during),
                  f"align_before/align_during are FedPFT's alignment; method {self.method!r} has none")
-        try:
-            import fedpft_lite.alignment  # noqa: F401
-        except ImportError:  # Module 2 lands with the alignment issue; refuse rather than fake it
-            need(not (self.align_before or self.align_during),
-                 "FedPFT alignment (align_before / align_during) is not available in this version")
         if self.resume:
             need(self.output_dir is not None, "resume=True needs output_dir (where the checkpoint is)")
         need(not (self.resume and self.overwrite), "resume and overwrite exclude each other")

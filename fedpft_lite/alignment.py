@@ -1,0 +1,268 @@
+"""FedPFT Module 2: sub-FM alignment by two-step distillation on the server.
+
+1. **Layer-level, before FL** (:func:`layer_level_alignment`). Teacher = FM (frozen), student =
+   sub-FM; each runs its own forward pass on public unlabelled data no client owns. Loss over the
+   compressed layers S:
+
+       L = 1/|S| · Σ_{i∈S} mean((H_T^i − H_S^i)²) / mean((H_T^i)²)
+
+   Trainable: the compressed FFNs (W_in, b_in, W_out, b_out) and, in post-LN families such as
+   BERT, the LayerNorm right after the FFN. Everything else stays bit-identical.
+
+2. **Neuron-level, every t rounds during FL** (:func:`neuron_level_alignment`). In alignment
+   rounds clients also report per compressed layer and FFN neuron how often its activation was
+   (near) zero over their tokens (APoZ, :func:`activation_statistics`). The server sums them;
+   per layer the most active (lowest APoZ) 1 − p of the neurons stay frozen and the other p are
+   distilled with teacher = FM + the *aggregated* LoRA and head, student = sub-FM + the same.
+   Only the updated neurons' weights ship to clients.
+
+APoZ for GELU: exact zeros are rare, so a neuron counts as "off" for a token when
+|activation| ≤ ``APOZ_THRESHOLD`` (0.01; GELU is that small only for strongly negative inputs,
+the analogue of ReLU's zeros). The mean |activation| is reported too.
+"""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .arch import arch_of, ffn_linears, get_layers
+from .compression import compressed_layers
+from .data import make_loader
+from .distance import normalised_mse
+from .evaluation import _to
+
+APOZ_THRESHOLD = 0.01
+
+
+# -- shared distillation loop -------------------------------------------------------------------
+def distillation_loss(teacher, student, batch: dict, layers: list[int]) -> torch.Tensor:
+    """Mean over ``layers`` of the normalised MSE of layer outputs (padding masked out)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        t_hidden = teacher(**inputs, output_hidden_states=True).hidden_states
+    s_hidden = student(**inputs, output_hidden_states=True).hidden_states
+    mask = batch.get("attention_mask")
+    losses = [normalised_mse(t_hidden[i + 1].float(), s_hidden[i + 1].float(), mask) for i in layers]
+    return torch.stack(losses).mean()
+
+
+def _layer_distances(teacher, student, loader, layers, device, max_batches=None) -> list[float]:
+    out = torch.zeros(len(layers))
+    n = 0
+    with torch.no_grad():
+        for b, batch in enumerate(loader):
+            if max_batches is not None and b >= max_batches:
+                break
+            batch = _to(batch, device)
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            th = teacher(**inputs, output_hidden_states=True).hidden_states
+            sh = student(**inputs, output_hidden_states=True).hidden_states
+            for j, i in enumerate(layers):
+                out[j] += normalised_mse(th[i + 1].float(), sh[i + 1].float(), batch.get("attention_mask")).item()
+            n += 1
+    return (out / max(n, 1)).tolist()
+
+
+def distill(teacher, student, loader, layers: list[int], params: list[torch.nn.Parameter],
+            steps: int, lr: float, device, warmup: float = 0.05, grad_masks: dict | None = None,
+            progress: bool = False, desc: str = "distil") -> list[float]:
+    """AdamW on ``params`` for ``steps`` batches (cycling ``loader``), linear decay after a
+    ``warmup`` fraction. ``grad_masks`` (param -> 0/1 tensor) zero the gradient of frozen
+    entries; with no weight decay, AdamW then leaves them bit-identical. Returns the loss curve."""
+    teacher.eval()
+    student.eval()  # no dropout: the distillation target and the student are deterministic
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    n_warm = max(1, int(warmup * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / n_warm if s < n_warm else max(0.0, (steps - s) / max(1, steps - n_warm)))
+    curve, step = [], 0
+    bar = tqdm(total=steps, desc=desc, leave=False, disable=not progress)
+    while step < steps:
+        for batch in loader:
+            loss = distillation_loss(teacher, student, _to(batch, device), layers)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_masks:
+                for p, m in grad_masks.items():
+                    if p.grad is not None:
+                        p.grad.mul_(m)
+            opt.step()
+            sched.step()
+            curve.append(float(loss.detach()))
+            step += 1
+            bar.update()
+            if progress:
+                bar.set_postfix(loss=f"{curve[-1]:.4f}")
+            if step >= steps:
+                break
+        if step == 0:
+            raise ValueError("the public distillation data is empty")
+    bar.close()
+    return curve
+
+
+def _ffn_parameters(model, layers: list[int], with_norm: bool) -> list[torch.nn.Parameter]:
+    arch = arch_of(model.backbone)
+    blocks = get_layers(model.backbone)
+    params = []
+    for i in layers:
+        for lin in ffn_linears(blocks[i], arch):
+            params += [p for p in (lin.weight, lin.bias) if p is not None]
+        if with_norm and arch.ffn_norm:
+            params += list(blocks[i].get_submodule(arch.ffn_norm).parameters())
+    return params
+
+
+class _only_trainable:
+    """Context: make exactly ``params`` trainable, restoring every requires_grad flag after."""
+
+    def __init__(self, model, params):
+        self.model, self.params = model, {id(p) for p in params}
+
+    def __enter__(self):
+        self.saved = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in self.params)
+
+    def __exit__(self, *exc):
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(self.saved[n])
+
+
+def public_loader(server, seed_parts: tuple, shuffle: bool = True):
+    from .federated import derived_seed
+    if server.public is None or len(server.public) == 0:
+        raise ValueError(f"task {server.cfg.task!r} has no public split for distillation")
+    return make_loader(server.public, server.preprocessor, server.cfg.batch_size * 2,
+                       shuffle=shuffle, seed=derived_seed(server.cfg.seed, *seed_parts))
+
+
+# -- step 1: layer-level, before FL --------------------------------------------------------------
+def layer_level_alignment(server, progress: bool | None = None) -> dict:
+    """Distil the FM into the sub-FM's compressed layers on public data (in place)."""
+    cfg, fm, sub = server.cfg, server.fm, server.proxy
+    layers = compressed_layers(sub)
+    if not layers:
+        return {"layer_level": "nothing compressed"}
+    progress = True if progress is None else progress
+    loader = public_loader(server, (0xA11, 0))
+    held_out = public_loader(server, (0xA11, 1), shuffle=False)
+    before = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=8)
+    params = _ffn_parameters(sub, layers, with_norm=True)
+    with _only_trainable(sub, params):
+        curve = distill(fm, sub, loader, layers, params, cfg.align_steps, cfg.align_lr,
+                        server.device, progress=progress, desc="layer-level alignment")
+    after = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=8)
+    return {"layers": layers, "distance_before": before, "distance_after": after, "loss_curve": curve}
+
+
+# -- step 2: neuron-level, every t rounds during FL ----------------------------------------------
+@torch.no_grad()
+def activation_statistics(model, loader, device, threshold: float = APOZ_THRESHOLD) -> dict:
+    """Client side: per compressed layer, how many of its tokens left each FFN neuron (near) zero.
+
+    Returns ``{"zeros": {layer: counts}, "abs_sum": {layer: sums}, "tokens": n, "bytes": b}``;
+    ``bytes`` is what sending the counts costs (float32 per neuron and layer)."""
+    layers = compressed_layers(model)
+    arch = arch_of(model.backbone)
+    blocks = get_layers(model.backbone)
+    zeros = {i: torch.zeros(ffn_linears(blocks[i], arch)[0].out_features, dtype=torch.float64) for i in layers}
+    abs_sum = {i: torch.zeros_like(zeros[i]) for i in layers}
+    state = {"mask": None}
+
+    def hook_for(i):
+        def pre_hook(module, args):
+            a = args[0].detach().float()                      # (B, T, width): activation
+            m = state["mask"]
+            a = a[m.bool()] if m is not None else a.reshape(-1, a.shape[-1])
+            zeros[i] += (a.abs() <= threshold).sum(0).double().cpu()
+            abs_sum[i] += a.abs().sum(0).double().cpu()
+        return pre_hook
+
+    handles = [ffn_linears(blocks[i], arch)[1].register_forward_pre_hook(hook_for(i)) for i in layers]
+    was_training = model.training
+    model.eval()
+    tokens = 0
+    try:
+        for batch in loader:
+            batch = _to(batch, device)
+            state["mask"] = batch.get("attention_mask")
+            tokens += int(state["mask"].sum()) if state["mask"] is not None else \
+                batch["pixel_values"].shape[0] * _tokens_per_image(model)
+            model(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    nbytes = sum(4 * len(z) for z in zeros.values()) + 8
+    return {"zeros": zeros, "abs_sum": abs_sum, "tokens": tokens, "bytes": nbytes}
+
+
+def _tokens_per_image(model) -> int:
+    c = model.config
+    return (c.image_size // c.patch_size) ** 2 + 1
+
+
+def aggregate_apoz(stats: list[dict]) -> dict[int, torch.Tensor]:
+    """Server side: APoZ per layer and neuron = total near-zero count / total tokens."""
+    if not stats:
+        raise ValueError("no client sent activation statistics in an alignment round")
+    tokens = sum(s["tokens"] for s in stats)
+    return {i: sum(s["zeros"][i] for s in stats) / max(tokens, 1) for i in stats[0]["zeros"]}
+
+
+def select_neurons_to_update(apoz: torch.Tensor, p: float) -> torch.Tensor:
+    """Indices of the p share of neurons with the *highest* APoZ (least active); the most
+    active 1 − p stay frozen. Ties broken by index (stable sort), so the choice is deterministic."""
+    k = max(1, int(round(p * len(apoz))))
+    order = torch.sort(apoz, descending=True, stable=True).indices
+    return torch.sort(order[:k]).values
+
+
+def neuron_level_alignment(server, rnd: int, client_stats: list[dict], progress: bool = False) -> dict:
+    """Distil the least-active neurons of the sub-FM's compressed layers, teacher = FM + the
+    aggregated LoRA and head, student = sub-FM + the same; return history fields."""
+    from .lora import load_trainable_state, plug_back
+
+    cfg, fm, sub = server.cfg, server.fm, server.proxy
+    layers = compressed_layers(sub)
+    apoz = aggregate_apoz(client_stats)
+    plug_back(fm, server.global_state)                   # teacher: FM + aggregated state
+    load_trainable_state(sub, server.global_state)       # student: sub-FM + the same state
+    arch = arch_of(sub.backbone)
+    blocks = get_layers(sub.backbone)
+    masks, params, updated = {}, [], {}
+    for i in layers:
+        sel = select_neurons_to_update(apoz[i], cfg.align_fraction)
+        updated[i] = sel
+        w_in, w_out = ffn_linears(blocks[i], arch)
+        row = torch.zeros(w_in.out_features, device=w_in.weight.device)
+        row[sel.to(row.device)] = 1.0
+        masks[w_in.weight] = row[:, None]                # W_in rows of the selected neurons
+        masks[w_out.weight] = row[None, :]               # W_out columns of the selected neurons
+        params += [w_in.weight, w_out.weight]
+        if w_in.bias is not None:
+            masks[w_in.bias] = row                        # b_in entries
+            params.append(w_in.bias)
+    loader = public_loader(server, (0xA12, rnd))
+    held_out = public_loader(server, (0xA11, 1), shuffle=False)
+    before = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=4)
+    with _only_trainable(sub, params):
+        curve = distill(fm, sub, loader, layers, params, cfg.align_steps, cfg.align_lr,
+                        server.device, grad_masks=masks, progress=progress,
+                        desc=f"neuron-level alignment (round {rnd})")
+    after = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=4)
+    # What ships to clients with the next round: the updated neurons' W_in rows (+ b_in) and
+    # W_out columns, plus their indices, for every client sampled next round.
+    per_client = 0
+    for i in layers:
+        w_in, w_out = ffn_linears(blocks[i], arch)
+        n = len(updated[i])
+        per_client += n * (w_in.in_features + (1 if w_in.bias is not None else 0) + w_out.out_features) * 4 + n * 4
+    server.log.setdefault("neuron_level", []).append(
+        {"round": rnd, "updated": {str(i): updated[i].tolist() for i in layers},
+         "apoz": {str(i): apoz[i].tolist() for i in layers}})
+    return {"aligned": True, "align_loss_first": curve[0], "align_loss_last": curve[-1],
+            "align_distance_before": float(sum(before) / len(before)),
+            "align_distance_after": float(sum(after) / len(after)),
+            "bytes_down_extra": per_client * server.cfg.clients_per_round}
