@@ -7,26 +7,12 @@ import json
 
 import pytest
 import torch
-import transformers
 
 from fedpft_lite.aggregation import fedavg
 from fedpft_lite.config import FedConfig
 from fedpft_lite.federated import round_lr, run_federated, sample_clients
 from fedpft_lite.methods import is_alignment_round
-from fedpft_lite.models import FMClassifier, load_foundation_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A 4-layer random BERT saved with the real MiniLM tokenizer, loadable by name."""
-    _, tok = load_foundation_model("minilm", num_labels=5)
-    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=4,
-                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    torch.manual_seed(0)
-    model = FMClassifier(transformers.AutoModel.from_config(cfg), num_labels=5, pooling="mean")
-    folder = tmp_path_factory.mktemp("tiny")
-    model.save_pretrained(folder, preprocessor=tok)
-    return str(folder)
+from fedpft_lite.models import load_foundation_model
 
 
 def small(tiny_model, **kw):

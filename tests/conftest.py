@@ -1,0 +1,22 @@
+"""Shared fixtures. (Environment settings live in the root conftest.py.)"""
+import pytest
+import torch
+import transformers
+
+from fedpft_lite.models import FMClassifier, load_foundation_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A 4-layer random-init BERT saved with the real MiniLM tokenizer, loadable by path.
+
+    Random weights are fine for mechanics (what changes, what stays, what runs when); accuracy
+    claims are made on the real MiniLM elsewhere."""
+    _, tok = load_foundation_model("minilm", num_labels=5)
+    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=4,
+                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    model = FMClassifier(transformers.AutoModel.from_config(cfg), num_labels=5, pooling="mean")
+    folder = tmp_path_factory.mktemp("tiny")
+    model.save_pretrained(folder, preprocessor=tok)
+    return str(folder)

@@ -1,0 +1,177 @@
+"""FedPFT Module 2: what alignment changes, what it must not touch, and when it runs."""
+import copy
+
+import pytest
+import torch
+
+from fedpft_lite import alignment
+from fedpft_lite.alignment import (activation_statistics, aggregate_apoz, distill,
+                                   select_neurons_to_update)
+from fedpft_lite.arch import ffn_linears, get_layers
+from fedpft_lite.compression import compress_ffn
+from fedpft_lite.config import FedConfig
+from fedpft_lite.data import encode, load_task, make_loader
+from fedpft_lite.distance import hidden_state_distance
+from fedpft_lite.federated import run_federated
+from fedpft_lite.gradient_probe import gradient_similarity
+from fedpft_lite.lora import add_lora, trainable_state
+from fedpft_lite.models import load_foundation_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    fm, tok = load_foundation_model(tiny_model, num_labels=5)
+    ds = load_task("bbc-news", max_train=64, max_test=64)
+    public = encode(ds["public"].select(range(256)), tok, 32)
+    test = encode(ds["test"], tok, 32)
+    return fm, tok, make_loader(public, tok, 32, shuffle=True), make_loader(test, tok, 32)
+
+
+def test_layer_level_distillation_lowers_every_compressed_layers_held_out_distance(tiny):
+    fm, _, public, test = tiny
+    sub = compress_ffn(fm, keep_ratio=0.25)
+    layers = sub.structure["compressed_layers"]
+    before = hidden_state_distance(fm, sub, test)
+    params = alignment._ffn_parameters(sub, layers, with_norm=True)
+    with alignment._only_trainable(sub, params):
+        curve = distill(fm, sub, public, layers, params, steps=40, lr=3e-3, device="cpu")
+    after = hidden_state_distance(fm, sub, test)
+    assert curve[-1] < curve[0]
+    for i in layers:
+        assert after[i] < before[i], f"layer {i}: {before[i]:.4f} -> {after[i]:.4f}"
+
+
+def test_layer_level_distillation_changes_only_the_compressed_ffns_and_their_norms(tiny):
+    fm, _, public, _ = tiny
+    sub = compress_ffn(fm, keep_ratio=0.25)
+    layers = sub.structure["compressed_layers"]
+    start = {n: p.detach().clone() for n, p in sub.named_parameters()}
+    params = alignment._ffn_parameters(sub, layers, with_norm=True)
+    flags = {n: p.requires_grad for n, p in sub.named_parameters()}
+    with alignment._only_trainable(sub, params):
+        distill(fm, sub, public, layers, params, steps=5, lr=3e-3, device="cpu")
+    assert flags == {n: p.requires_grad for n, p in sub.named_parameters()}  # restored
+    allowed = {f"backbone.encoder.layer.{i}.{part}" for i in layers
+               for part in ("intermediate.dense", "output.dense", "output.LayerNorm")}
+    for n, p in sub.named_parameters():
+        module = n.rsplit(".", 1)[0]
+        if module in allowed:
+            assert not torch.equal(p, start[n]), f"{n} should have been trained"
+        else:
+            assert torch.equal(p, start[n]), f"{n} must stay bit-identical"
+
+
+def test_neuron_level_step_updates_only_the_selected_neurons(tiny):
+    fm, _, public, _ = tiny
+    sub = compress_ffn(fm, keep_ratio=0.5)
+    layers = sub.structure["compressed_layers"]
+    blocks = get_layers(sub.backbone)
+    from fedpft_lite.arch import arch_of
+    arch = arch_of(sub.backbone)
+    apoz = {i: torch.linspace(0, 1, ffn_linears(blocks[i], arch)[0].out_features) for i in layers}
+    sel = {i: select_neurons_to_update(apoz[i], 0.5) for i in layers}
+    start = copy.deepcopy(sub.state_dict())
+    masks, params = {}, []
+    for i in layers:
+        w_in, w_out = ffn_linears(blocks[i], arch)
+        row = torch.zeros(w_in.out_features)
+        row[sel[i]] = 1
+        masks.update({w_in.weight: row[:, None], w_out.weight: row[None, :], w_in.bias: row})
+        params += [w_in.weight, w_out.weight, w_in.bias]
+    with alignment._only_trainable(sub, params):
+        distill(fm, sub, public, layers, params, steps=5, lr=3e-3, device="cpu", grad_masks=masks)
+    for i in layers:
+        # highest APoZ (least active) = highest indices here
+        n = len(apoz[i])
+        assert sel[i].tolist() == list(range(n - len(sel[i]), n))
+        frozen = torch.ones(n, dtype=torch.bool)
+        frozen[sel[i]] = False
+        pre = f"backbone.encoder.layer.{i}."
+        w_in, b_in = sub.state_dict()[pre + "intermediate.dense.weight"], sub.state_dict()[pre + "intermediate.dense.bias"]
+        w_out = sub.state_dict()[pre + "output.dense.weight"]
+        assert torch.equal(w_in[frozen], start[pre + "intermediate.dense.weight"][frozen])
+        assert torch.equal(b_in[frozen], start[pre + "intermediate.dense.bias"][frozen])
+        assert torch.equal(w_out[:, frozen], start[pre + "output.dense.weight"][:, frozen])
+        assert not torch.equal(w_in[~frozen], start[pre + "intermediate.dense.weight"][~frozen])
+        assert not torch.equal(w_out[:, ~frozen], start[pre + "output.dense.weight"][:, ~frozen])
+        assert torch.equal(sub.state_dict()[pre + "output.dense.bias"], start[pre + "output.dense.bias"])
+
+
+def test_activation_statistics_count_tokens_and_aggregate(tiny):
+    fm, tok, _, test = tiny
+    sub = compress_ffn(fm, keep_ratio=0.5)
+    s = activation_statistics(sub, test, "cpu")
+    n_tokens = sum(int(b["attention_mask"].sum()) for b in test)
+    assert s["tokens"] == n_tokens
+    for i in sub.structure["compressed_layers"]:
+        assert s["zeros"][i].shape == (32,) and (s["zeros"][i] <= n_tokens).all()
+    apoz = aggregate_apoz([s, s])
+    for i, a in apoz.items():
+        assert torch.allclose(a, s["zeros"][i] / n_tokens) and (0 <= a).all() and (a <= 1).all()
+    with pytest.raises(ValueError):
+        aggregate_apoz([])
+
+
+def small(tiny_model, **kw):
+    base = dict(model=tiny_model, method="fedpft", task="bbc-news", max_train=96, max_test=32,
+                max_public=64, num_clients=4, fraction=0.5, rounds=4, batch_size=16, lr=5e-3,
+                lora_r=4, max_length=32, align_steps=3, device="cpu", eval_proxy="never")
+    base.update(kw)
+    return FedConfig(**base)
+
+
+@pytest.mark.parametrize("rounds, t, expected", [(4, 2, [2, 4]), (2, 2, [2]), (3, 5, []), (3, 1, [1, 2, 3])])
+def test_neuron_level_alignment_runs_at_t_2t_and_never_otherwise(tiny_model, rounds, t, expected):
+    h = run_federated(small(tiny_model, rounds=rounds, align_during=True, align_every=t), progress=False)
+    assert [r["round"] for r in h if r["aligned"]] == expected
+    for r in h:
+        if r["aligned"]:
+            assert "align_loss_last" in r and r["align_distance_after"] <= r["align_distance_before"] + 1e-6
+
+
+def test_the_teacher_carries_the_aggregated_state(tiny_model, monkeypatch):
+    seen = []
+    real = alignment.distill
+
+    def lora_and_head(m):
+        return {n: p.detach().clone() for n, p in m.named_parameters()
+                if "lora_" in n or n.startswith("classifier.")}
+
+    def spy(teacher, student, loader, layers, params, steps, lr, device, **kw):
+        seen.append((lora_and_head(teacher), lora_and_head(student)))
+        return real(teacher, student, loader, layers, params, steps, lr, device, **kw)
+
+    servers = []
+    monkeypatch.setattr(alignment, "distill", spy)
+    run_federated(small(tiny_model, rounds=2, align_during=True, align_every=2), progress=False,
+                  on_round=lambda s, r: servers.append((r["round"], {k: v.clone() for k, v in s.global_state.items()})))
+    assert len(seen) == 1
+    teacher_state, student_state = seen[0]
+    aggregated = dict(servers)[2]
+    for k, v in aggregated.items():  # FedAvg result of round 2, not the last client's state
+        assert torch.equal(teacher_state[k], v), k
+        assert torch.equal(student_state[k], v), k
+
+
+def test_alignment_before_fl_is_logged_and_lowers_distance(tiny_model):
+    servers = []
+    run_federated(small(tiny_model, rounds=1, align_before=True, align_steps=30, align_lr=3e-3),
+                  progress=False, on_round=lambda s, r: servers.append(s))
+    log = servers[-1].log["before_rounds"]
+    assert log["layers"] == [1, 2]
+    assert sum(log["distance_after"]) < sum(log["distance_before"])
+
+
+def test_gradient_probe_is_exact_for_an_uncompressed_proxy_and_lower_for_a_compressed_one(tiny):
+    fm, _, _, test = tiny
+    batch = next(iter(test))
+    fm_l = add_lora(copy.deepcopy(fm), seed=0)
+    same = add_lora(compress_ffn(fm, keep_ratio=1.0), seed=0)
+    small_sub = add_lora(compress_ffn(fm, keep_ratio=0.25), seed=0)
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.randn(v.shape, generator=g) * 0.05 if "lora_B" in k else v)
+             for k, v in trainable_state(same).items()}
+    exact = gradient_similarity(fm_l, same, batch, state)
+    assert exact["cosine"] > 0.9999 and exact["relative_error"] < 1e-4
+    approx = gradient_similarity(fm_l, small_sub, batch, state)
+    assert approx["cosine"] < exact["cosine"] and approx["relative_error"] > 1e-3
