@@ -35,7 +35,8 @@ class LoraSettings:
 
 def add_lora(model: FMClassifier, settings: LoraSettings = LoraSettings(), layers=None,
              seed: int = 0) -> FMClassifier:
-    """Inject LoRA into the attention projections of ``layers`` (default: all), in place.
+    """Inject LoRA into the attention projections of ``layers``, in place. By default: all
+    layers, except for a FedOT emulator, where only its adapter layers are trained.
 
     Afterwards only LoRA's A/B matrices and the classifier head have ``requires_grad``; the
     backbone (embeddings, attention weights, FFN, LayerNorms) is frozen. LoRA's A matrices are
@@ -43,6 +44,8 @@ def add_lora(model: FMClassifier, settings: LoraSettings = LoraSettings(), layer
     """
     if any("lora_" in n for n, _ in model.named_parameters()):
         raise ValueError("this model already has LoRA layers")
+    if layers is None and "adapters" in getattr(model, "structure", {}):
+        layers = model.structure["adapters"]
     targets = attention_module_names(model.backbone, prefix="backbone.", layer_indices=layers)
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, bias="none")
@@ -120,9 +123,10 @@ def load_trainable_state(model: nn.Module, state: dict, fm_names: bool = True,
         if uncovered:
             raise KeyError(f"the state does not cover {len(uncovered)} trainable parameters, "
                            f"e.g. {uncovered[:3]}")
-    for k, v in state.items():
+    for k, v in state.items():  # check everything first: never leave a model half-loaded
         if params[k].shape != v.shape:
             raise ValueError(f"{k}: shape {tuple(v.shape)} in the state, {tuple(params[k].shape)} in the model")
+    for k, v in state.items():
         params[k].copy_(v.to(params[k].device, params[k].dtype))
 
 

@@ -50,6 +50,8 @@ class FMClassifier(nn.Module):
     the non-padding tokens (what sentence-transformer checkpoints such as MiniLM were trained for).
     """
 
+    base_model_prefix = "backbone"  # read by peft / transformers' weight-name conversion (ViT)
+
     def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "cls",
                  dropout: float = 0.1, seed: int = 0):
         super().__init__()
@@ -137,7 +139,7 @@ class FMClassifier(nn.Module):
         model = cls(backbone, meta["num_labels"], meta["pooling"], meta["dropout"])
         apply_structure(model, meta["structure"])
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
-        return model
+        return model.eval()
 
 
 def apply_structure(model: FMClassifier, structure: dict) -> None:
