@@ -144,7 +144,7 @@ def layer_level_alignment(server, progress: bool | None = None) -> dict:
     layers = compressed_layers(sub)
     if not layers:
         return {"layer_level": "nothing compressed"}
-    progress = True if progress is None else progress
+    progress = server.progress if progress is None else progress
     loader = public_loader(server, (0xA11, 0))
     held_out = public_loader(server, (0xA11, 1), shuffle=False)
     before = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=8)

@@ -2,7 +2,7 @@
 
     server: build proxy from FM  ->  (FedPFT) align before FL  ->  add LoRA (+ head)
     for round r = 1..R:
-        sample ⌈fraction · N⌉ clients                                 (seeded by seed, r)
+        sample max(1, round(fraction · N)) clients                    (seeded by seed, r)
         each client k: load global state -> train on its data -> send (state, n_k)
         server: global state = FedAvg(states, n_k)
                 method.after_aggregation   (FedPFT: neuron-level alignment every t rounds)
@@ -77,6 +77,7 @@ class Server:
     global_state: dict = field(default_factory=dict)
     history: History = field(default_factory=History)
     log: dict = field(default_factory=dict)
+    progress: bool = True              # show progress bars for long server work
 
     def client_loader(self, k: int, rnd: int, shuffle: bool = True):
         ds = self.train.select(self.parts[k])
@@ -204,6 +205,7 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
     saved = _check_output_dir(cfg)  # before any model is loaded
     t_setup = time.time()
     server = setup(cfg, progress)
+    server.progress = progress
     start = 1
     if saved is None:
         server.log["before_rounds"] = server.method.before_rounds(server)

@@ -45,6 +45,8 @@ def plot_histories(histories: dict[str, History], metric: str = "fm_accuracy", a
         if aligned:
             ax.scatter([r["round"] for r in aligned], [r[metric] for r in aligned], marker="*",
                        s=90, color=color, zorder=3)
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ax.set_xlabel("round")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title or metric.replace("_", " ") + " per round")
