@@ -101,7 +101,7 @@ def distill(teacher, student, loader, layers: list[int], params: list[torch.nn.P
     return curve
 
 
-def _ffn_parameters(model, layers: list[int], with_norm: bool) -> list[torch.nn.Parameter]:
+def ffn_parameters(model, layers: list[int], with_norm: bool) -> list[torch.nn.Parameter]:
     arch = arch_of(model.backbone)
     blocks = get_layers(model.backbone)
     params = []
@@ -113,7 +113,7 @@ def _ffn_parameters(model, layers: list[int], with_norm: bool) -> list[torch.nn.
     return params
 
 
-class _only_trainable:
+class only_trainable:
     """Context: make exactly ``params`` trainable, restoring every requires_grad flag after."""
 
     def __init__(self, model, params):
@@ -129,12 +129,20 @@ class _only_trainable:
             p.requires_grad_(self.saved[n])
 
 
-def public_loader(server, seed_parts: tuple, shuffle: bool = True):
+HELD_OUT = 256  # public examples kept aside to measure distances, never distilled on
+
+
+def public_loader(server, seed_parts: tuple, held_out: bool = False):
+    """Seeded loader over the server's public data: the distillation part, or (``held_out``) the
+    last ``min(256, 10 %)`` examples, which are only ever used to measure distances."""
     from .federated import derived_seed
-    if server.public is None or len(server.public) == 0:
+    if server.public is None or len(server.public) < 2:
         raise ValueError(f"task {server.cfg.task!r} has no public split for distillation")
-    return make_loader(server.public, server.preprocessor, server.cfg.batch_size * 2,
-                       shuffle=shuffle, seed=derived_seed(server.cfg.seed, *seed_parts))
+    n = len(server.public)
+    k = min(HELD_OUT, max(1, n // 10))
+    part = server.public.select(range(n - k, n) if held_out else range(n - k))
+    return make_loader(part, server.preprocessor, server.cfg.batch_size * 2,
+                       shuffle=True, seed=derived_seed(server.cfg.seed, *seed_parts))
 
 
 # -- step 1: layer-level, before FL --------------------------------------------------------------
@@ -146,10 +154,10 @@ def layer_level_alignment(server, progress: bool | None = None) -> dict:
         return {"layer_level": "nothing compressed"}
     progress = server.progress if progress is None else progress
     loader = public_loader(server, (0xA11, 0))
-    held_out = public_loader(server, (0xA11, 1), shuffle=False)
+    held_out = public_loader(server, (0xA11, 1), held_out=True)
     before = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=8)
-    params = _ffn_parameters(sub, layers, with_norm=True)
-    with _only_trainable(sub, params):
+    params = ffn_parameters(sub, layers, with_norm=True)
+    with only_trainable(sub, params):
         curve = distill(fm, sub, loader, layers, params, cfg.align_steps, cfg.align_lr,
                         server.device, progress=progress, desc="layer-level alignment")
     after = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=8)
@@ -245,9 +253,9 @@ def neuron_level_alignment(server, rnd: int, client_stats: list[dict], progress:
             masks[w_in.bias] = row                        # b_in entries
             params.append(w_in.bias)
     loader = public_loader(server, (0xA12, rnd))
-    held_out = public_loader(server, (0xA11, 1), shuffle=False)
+    held_out = public_loader(server, (0xA11, 1), held_out=True)
     before = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=4)
-    with _only_trainable(sub, params):
+    with only_trainable(sub, params):
         curve = distill(fm, sub, loader, layers, params, cfg.align_steps, cfg.align_lr,
                         server.device, grad_masks=masks, progress=progress,
                         desc=f"neuron-level alignment (round {rnd})")

@@ -32,8 +32,8 @@ def test_layer_level_distillation_lowers_every_compressed_layers_held_out_distan
     sub = compress_ffn(fm, keep_ratio=0.25)
     layers = sub.structure["compressed_layers"]
     before = hidden_state_distance(fm, sub, test)
-    params = alignment._ffn_parameters(sub, layers, with_norm=True)
-    with alignment._only_trainable(sub, params):
+    params = alignment.ffn_parameters(sub, layers, with_norm=True)
+    with alignment.only_trainable(sub, params):
         curve = distill(fm, sub, public, layers, params, steps=40, lr=3e-3, device="cpu")
     after = hidden_state_distance(fm, sub, test)
     assert curve[-1] < curve[0]
@@ -46,9 +46,9 @@ def test_layer_level_distillation_changes_only_the_compressed_ffns_and_their_nor
     sub = compress_ffn(fm, keep_ratio=0.25)
     layers = sub.structure["compressed_layers"]
     start = {n: p.detach().clone() for n, p in sub.named_parameters()}
-    params = alignment._ffn_parameters(sub, layers, with_norm=True)
+    params = alignment.ffn_parameters(sub, layers, with_norm=True)
     flags = {n: p.requires_grad for n, p in sub.named_parameters()}
-    with alignment._only_trainable(sub, params):
+    with alignment.only_trainable(sub, params):
         distill(fm, sub, public, layers, params, steps=5, lr=3e-3, device="cpu")
     assert flags == {n: p.requires_grad for n, p in sub.named_parameters()}  # restored
     allowed = {f"backbone.encoder.layer.{i}.{part}" for i in layers
@@ -78,7 +78,7 @@ def test_neuron_level_step_updates_only_the_selected_neurons(tiny):
         row[sel[i]] = 1
         masks.update({w_in.weight: row[:, None], w_out.weight: row[None, :], w_in.bias: row})
         params += [w_in.weight, w_out.weight, w_in.bias]
-    with alignment._only_trainable(sub, params):
+    with alignment.only_trainable(sub, params):
         distill(fm, sub, public, layers, params, steps=5, lr=3e-3, device="cpu", grad_masks=masks)
     for i in layers:
         # highest APoZ (least active) = highest indices here
