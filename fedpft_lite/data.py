@@ -333,7 +333,7 @@ def length_bucketed_batches(lengths, batch_size: int, generator: torch.Generator
 
 def make_loader(ds: Dataset, preprocessor, batch_size: int = 32, shuffle: bool = False,
                 seed: int = 0, bucket: bool = True) -> torch.utils.data.DataLoader:
-    """A DataLoader over an :func:`encode` d dataset; text batches are length-bucketed."""
+    """A DataLoader over a dataset prepared by :func:`encode`; text batches are length-bucketed."""
     collate = Collator(preprocessor)
     g = torch.Generator().manual_seed(seed)
     if bucket and "input_ids" in ds.column_names:

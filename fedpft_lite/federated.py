@@ -243,7 +243,6 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
     bar.close()
     if cfg.output_dir:
         write_results(server)
-    run_federated.last_server = server  # for notebooks that want to look inside
     return server.history
 
 
