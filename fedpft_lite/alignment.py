@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .arch import arch_of, ffn_linears, get_layers
 from .compression import compressed_layers
 from .data import make_loader
-from .distance import normalised_mse
+from .distance import hidden_state_distance, normalised_mse
 from .evaluation import _to
 
 APOZ_THRESHOLD = 0.01
@@ -47,20 +47,9 @@ def distillation_loss(teacher, student, batch: dict, layers: list[int]) -> torch
 
 
 def _layer_distances(teacher, student, loader, layers, device, max_batches=None) -> list[float]:
-    out = torch.zeros(len(layers))
-    n = 0
-    with torch.no_grad():
-        for b, batch in enumerate(loader):
-            if max_batches is not None and b >= max_batches:
-                break
-            batch = _to(batch, device)
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            th = teacher(**inputs, output_hidden_states=True).hidden_states
-            sh = student(**inputs, output_hidden_states=True).hidden_states
-            for j, i in enumerate(layers):
-                out[j] += normalised_mse(th[i + 1].float(), sh[i + 1].float(), batch.get("attention_mask")).item()
-            n += 1
-    return (out / max(n, 1)).tolist()
+    """Distances of the given layers only (see ``distance.hidden_state_distance``)."""
+    d = hidden_state_distance(teacher, student, loader, device, max_batches)
+    return [d[i] for i in layers]
 
 
 def distill(teacher, student, loader, layers: list[int], params: list[torch.nn.Parameter],
