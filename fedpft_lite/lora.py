@@ -71,7 +71,9 @@ def trainable_state(model: nn.Module, fm_names: bool = True) -> "OrderedDict[str
     return to_fm_names(state, model, layer_map) if fm_names and layer_map else state
 
 
-def _renumber(state, model, mapping: dict[int, int]):
+def _renumber(state, model, mapping: dict[int, int], drop_unmapped: bool = False):
+    """Rewrite the layer index in every name through ``mapping``; a layer it lacks raises, or
+    with ``drop_unmapped`` its entries are left out."""
     arch = arch_of(model.backbone)
     pattern = re.compile(rf"^backbone\.{re.escape(arch.layers)}\.(\d+)\.")
     out = OrderedDict()
@@ -80,6 +82,8 @@ def _renumber(state, model, mapping: dict[int, int]):
         if m:
             i = int(m.group(1))
             if i not in mapping:
+                if drop_unmapped:
+                    continue
                 raise KeyError(f"{name}: layer {i} has no counterpart in the other model")
             name = f"backbone.{arch.layers}.{mapping[i]}.{name[m.end():]}"
         out[name] = t
@@ -94,11 +98,7 @@ def to_fm_names(state, model, layer_map):
 def to_proxy_names(state, model, layer_map):
     """FM layer indices -> proxy layer indices, keeping only layers the proxy has."""
     inverse = {fm_i: i for i, fm_i in enumerate(layer_map)}
-    arch = arch_of(model.backbone)
-    pattern = re.compile(rf"^backbone\.{re.escape(arch.layers)}\.(\d+)\.")
-    kept = OrderedDict((n, t) for n, t in state.items()
-                       if not (m := pattern.match(n)) or int(m.group(1)) in inverse)
-    return _renumber(kept, model, inverse)
+    return _renumber(state, model, inverse, drop_unmapped=True)
 
 
 @torch.no_grad()
