@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .arch import arch_of, ffn_linears, get_layers
 from .compression import compressed_layers
 from .data import make_loader
-from .distance import hidden_state_distance, normalised_mse
+from .distance import hidden_state_distance, layer_outputs, normalised_mse
 from .evaluation import _to
 
 APOZ_THRESHOLD = 0.01
@@ -37,12 +37,11 @@ APOZ_THRESHOLD = 0.01
 # -- shared distillation loop -------------------------------------------------------------------
 def distillation_loss(teacher, student, batch: dict, layers: list[int]) -> torch.Tensor:
     """Mean over ``layers`` of the normalised MSE of layer outputs (padding masked out)."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
-        t_hidden = teacher(**inputs, output_hidden_states=True).hidden_states
-    s_hidden = student(**inputs, output_hidden_states=True).hidden_states
+        t_out = layer_outputs(teacher, batch)
+    s_out = layer_outputs(student, batch)
     mask = batch.get("attention_mask")
-    losses = [normalised_mse(t_hidden[i + 1].float(), s_hidden[i + 1].float(), mask) for i in layers]
+    losses = [normalised_mse(t_out[i].float(), s_out[i].float(), mask) for i in layers]
     return torch.stack(losses).mean()
 
 

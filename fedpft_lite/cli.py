@@ -155,7 +155,7 @@ def cmd_demo(args) -> int:
     import matplotlib.pyplot as plt
 
     from .config import FedConfig
-    from .federated import run_federated
+    from .federated import check_output_dir, run_federated
     from .history import plot_bytes, plot_histories
     from .utils import is_quick
 
@@ -166,10 +166,8 @@ def cmd_demo(args) -> int:
     # FedPFT with its layer-level alignment (40 distillation steps on public text before FL);
     # neuron-level alignment during FL is left out to keep the demo within 5 minutes.
     configs["fedpft"] = configs["fedpft"].replace(align_before=True, align_steps=40, max_public=1280)
-    for cfg in configs.values():  # every config checked (and no finished run clobbered) before work
-        cfg.validate()
-        if (Path(cfg.output_dir) / "results.json").exists() and not cfg.overwrite:
-            raise FileExistsError(f"{cfg.output_dir} already holds results; pass --overwrite or --out")
+    for cfg in configs.values():  # every config checked (and no run clobbered) before any work
+        check_output_dir(cfg.validate())
     print(f"fedpft-lite demo: {settings['model']} on {settings['task']}, {base.num_clients} clients "
           f"(Dirichlet alpha {base.alpha}), {base.clients_per_round} per round, {base.rounds} rounds, "
           f"{base.max_train} training / {base.max_test} test sentences")
@@ -203,7 +201,6 @@ def cmd_run(args) -> int:
         cfg = cfg.replace(resume=True)
     if args.overwrite:
         cfg = cfg.replace(overwrite=True)
-    cfg.validate()
     h = run_federated(cfg, progress=not args.no_progress)
     print(h.to_frame().drop(columns=["clients"], errors="ignore").to_string())
     print(f"final full-FM accuracy: {100 * h.final('fm_accuracy'):.2f} %")

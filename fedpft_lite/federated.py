@@ -133,7 +133,7 @@ def save_checkpoint(server: Server, rnd: int) -> Path:
     return folder
 
 
-def _check_output_dir(cfg: FedConfig) -> dict | None:
+def check_output_dir(cfg: FedConfig) -> dict | None:
     """Refuse to clobber finished results or a checkpoint; return the checkpoint when resuming."""
     if cfg.output_dir is None:
         return None
@@ -163,7 +163,7 @@ def _check_output_dir(cfg: FedConfig) -> dict | None:
 
 # -- the loop ------------------------------------------------------------------------------------
 def setup(cfg: FedConfig, progress: bool = True) -> Server:
-    """Load data and FM, partition, build the proxy, run pre-FL server work, add LoRA."""
+    """Load data and FM, partition, build the proxy (pre-FL server work and LoRA come after)."""
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
     ds = load_task(cfg.task, max_train=cfg.max_train, max_test=cfg.max_test)
@@ -180,7 +180,8 @@ def setup(cfg: FedConfig, progress: bool = True) -> Server:
         public = public.shuffle(seed=cfg.seed).select(range(cfg.max_public))
     server = Server(cfg=cfg, device=device, fm=fm.to(device), proxy=proxy.to(device),
                     preprocessor=pre, method=method, train=enc["train"], parts=parts,
-                    test_loader=make_loader(enc["test"], pre, cfg.eval_batch_size), public=public)
+                    test_loader=make_loader(enc["test"], pre, cfg.eval_batch_size), public=public,
+                    progress=progress)
     return server
 
 
@@ -202,10 +203,9 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
         on_round: ``callback(server, row)`` after each round (live plots).
     """
     cfg.validate()
-    saved = _check_output_dir(cfg)  # before any model is loaded
+    saved = check_output_dir(cfg)  # before any model is loaded
     t_setup = time.time()
     server = setup(cfg, progress)
-    server.progress = progress
     start = 1
     if saved is None:
         server.log["before_rounds"] = server.method.before_rounds(server)
@@ -215,8 +215,8 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
         ckpt = Path(cfg.output_dir) / CKPT
         if (ckpt / "server_proxy.safetensors").exists():
             server.proxy.load_state_dict(load_file(str(ckpt / "server_proxy.safetensors")), strict=False)
-        server.global_state = load_file(str(ckpt / "global_state.safetensors"))
-        server.global_state = {k: server.global_state[k] for k in trainable_state(server.proxy)}
+        saved_state = load_file(str(ckpt / "global_state.safetensors"))
+        server.global_state = {k: saved_state[k] for k in server.global_state}  # keys and order as built
         server.history = History(saved["history"])
         server.log = saved["log"]
         _set_rng_state(load_file(str(ckpt / "rng.safetensors")), saved["rng"])
@@ -228,7 +228,7 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
     bar = tqdm(range(start, cfg.rounds + 1), desc=cfg.method, disable=not progress,
                initial=start - 1, total=cfg.rounds)
     for rnd in bar:
-        row = run_round(server, rnd, progress)
+        row = run_round(server, rnd)
         server.history.append(row)
         if on_round is not None:
             on_round(server, row)
@@ -246,7 +246,7 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
     return server.history
 
 
-def run_round(server: Server, rnd: int, progress: bool = False) -> dict:
+def run_round(server: Server, rnd: int) -> dict:
     cfg, t0 = server.cfg, time.time()
     clients = sample_clients(cfg, rnd)
     lr = round_lr(cfg, rnd)
