@@ -1,0 +1,161 @@
+"""Run a registered experiment (:mod:`fedpft_lite.experiments`) for all its cells and seeds.
+
+Layout of a results folder (``root``)::
+
+    runs/<key>/            one federated run: history.json/.csv, results.json, checkpoint/
+    <experiment>/summary.csv   one row per (cell, seed): accuracy, bytes, seconds, run key
+    <experiment>/meta.json     the command, seeds, machine, library versions, wall time
+
+A run's folder is named by a hash of its full config (and the device type), so cells shared by
+several experiments (FedPFT in Table 1, the ablation and the parameter study) run once, an
+interrupted reproduction resumes where it stopped (finished runs are reused, an unfinished run
+continues from its checkpoint), and nothing already computed is overwritten.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .config import FedConfig
+from .experiments import QUICK_CHANGES, Experiment, get_experiment
+from .utils import is_quick, pick_device
+
+#: Config fields that do not change what a run computes (so not part of its key).
+NOT_IN_KEY = {"output_dir", "resume", "overwrite", "device", "eval_batch_size", "checkpoint_every"}
+SUMMARY_COLUMNS = ["experiment", "cell", "seed", "method", "fm_accuracy", "proxy_accuracy",
+                   "mib_down_per_round", "mib_up_per_round", "seconds", "device", "run"]
+
+
+def run_key(cfg: FedConfig, device_type: str) -> str:
+    """A short stable name for what a config computes on a kind of device."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
+    blob = json.dumps({"config": d, "device": device_type}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def machine_info(device) -> dict:
+    import torch
+    import transformers
+
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
+            "device": str(device)}
+    if getattr(device, "type", str(device)) == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def plan(exp: Experiment, seeds=None, quick: bool | None = None, device: str = "auto",
+         cells: list[str] | None = None) -> list[tuple[str, int, FedConfig]]:
+    """Every (cell, seed, config) the experiment will run, all validated before any work."""
+    quick = is_quick() if quick is None else quick
+    seeds = tuple(exp.seeds if seeds is None else seeds)
+    chosen = [exp.cell(c) for c in cells] if cells else list(exp.cells)
+    changes = dict(QUICK_CHANGES) if quick else {}
+    return [(c.label, s, exp.config(c, s, device=device, **changes)) for c in chosen for s in seeds]
+
+
+class NeedsGPUError(ValueError):
+    """A paper-scale experiment was asked to run on a CPU without allow_cpu."""
+
+
+def _check_resources(exp: Experiment, device, allow_cpu: bool) -> None:
+    """Paper-scale experiments need the hub and (sensibly) a GPU: say so before loading anything."""
+    if exp.scale != "paper":
+        return
+    from .models import HubUnreachableError, offline_hint
+    from .utils import hub_reachable
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if not offline and not hub_reachable():
+        raise HubUnreachableError(
+            f"{exp.name} loads {exp.base['model']} and {exp.base['task']} from the Hugging Face hub, "
+            "which is unreachable from here (with both in your local cache, set HF_HUB_OFFLINE=1). "
+            f"The lite experiments run offline: `fedpft-lite reproduce --list`. {offline_hint()}")
+    if getattr(device, "type", "cpu") == "cpu" and not allow_cpu:
+        raise NeedsGPUError(f"{exp.name} is a paper-scale experiment ({exp.base['model']}, "
+                           f"{exp.base['rounds']} rounds, {exp.base['num_clients']} clients): it needs a "
+                           "GPU, and none was found. Pass --allow-cpu (allow_cpu=True) to run it anyway.")
+
+
+def _row(exp: Experiment, cell: str, seed: int, key: str, device_type: str, res: dict) -> dict:
+    return {"experiment": exp.name, "cell": cell, "seed": seed, "method": res["method"],
+            "fm_accuracy": res["fm_accuracy"], "proxy_accuracy": res["proxy_accuracy"],
+            "mib_down_per_round": res["mean_bytes_down_per_round"] / 2**20,
+            "mib_up_per_round": res["mean_bytes_up_per_round"] / 2**20,
+            "seconds": res["seconds"], "device": device_type, "run": key}
+
+
+def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", seeds=None,
+              quick: bool | None = None, device: str = "auto", cells: list[str] | None = None,
+              allow_cpu: bool = False, progress: bool = True, command: str | None = None):
+    """Run every cell and seed of an experiment (reusing finished runs); returns the summary
+    DataFrame, also written to ``root/<experiment>/summary.csv``."""
+    import pandas as pd
+
+    from .federated import CKPT, run_federated
+
+    exp = get_experiment(name) if isinstance(name, str) else name
+    todo = plan(exp, seeds, quick, device, cells)             # every config checked first
+    dev = pick_device(device)
+    _check_resources(exp, dev, allow_cpu)
+    quick = is_quick() if quick is None else quick
+    root = Path(root)
+    out = summary_folder(exp.name, root, quick)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"experiment": exp.name, "command": command or " ".join(sys.argv),
+            "seeds": sorted({s for _, s, _ in todo}), "cells": list(dict.fromkeys(c for c, _, _ in todo)),
+            "quick": quick, "machine": machine_info(dev),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    # Rows of earlier invocations (other seeds or cells) are kept, never dropped.
+    earlier = pd.read_csv(out / "summary.csv") if (out / "summary.csv").exists() else None
+    new_ids = {(c, s) for c, s, _ in todo}
+    if earlier is not None:
+        earlier = earlier[[(c, s) not in new_ids for c, s in zip(earlier["cell"], earlier["seed"])]]
+    rows, t0 = [], time.time()
+    for i, (cell, seed, cfg) in enumerate(todo, 1):
+        key = run_key(cfg, dev.type)
+        run_dir = root / "runs" / key
+        done = run_dir / "results.json"
+        if done.exists():
+            status = "reused"
+        else:
+            resume = (run_dir / CKPT / "checkpoint.json").exists()
+            status = "resumed" if resume else "ran"
+            if progress:
+                print(f"[{i}/{len(todo)}] {exp.name}: {cell}, seed {seed} -> {run_dir}", flush=True)
+            run_federated(cfg.replace(output_dir=str(run_dir), resume=resume), progress=progress)
+        res = json.loads(done.read_text())
+        rows.append(_row(exp, cell, seed, key, dev.type, res))
+        if progress:
+            print(f"[{i}/{len(todo)}] {cell}, seed {seed}: FM accuracy {100 * res['fm_accuracy']:.2f} % "
+                  f"({status})", flush=True)
+        table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+        if earlier is not None and len(earlier):
+            table = pd.concat([earlier, table], ignore_index=True)
+        table.to_csv(out / "summary.csv", index=False)
+    meta.update(finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"), wall_seconds=round(time.time() - t0, 1))
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return pd.read_csv(out / "summary.csv")
+
+
+def summary_folder(name: str, root: str | Path, quick: bool = False) -> Path:
+    """Where an experiment's summary lives (quick runs apart, so they never mix with real ones)."""
+    return Path(root) / name / "quick" if quick else Path(root) / name
+
+
+def load_summary(name: str, root: str | Path, quick: bool = False) -> "pd.DataFrame":  # noqa: F821
+    """The summary of a finished (or partly finished) reproduction."""
+    import pandas as pd
+
+    path = summary_folder(name, root, quick) / "summary.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"no results for {name} under {root}: run `fedpft-lite reproduce "
+                                f"{name} --root {root}` first")
+    return pd.read_csv(path)

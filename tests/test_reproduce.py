@@ -1,0 +1,169 @@
+"""The experiment registry, the reproduction runner and the table printer."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedpft_lite.cli import main
+from fedpft_lite.experiments import (QUICK_CHANGES, REGISTRY, TABLE1_METHODS, Cell, Experiment,
+                                     LITE_TEXT, get_experiment, list_experiments)
+from fedpft_lite.reproduce import NeedsGPUError, load_summary, reproduce, run_key
+from fedpft_lite.results import comparison_table, ordering, paper_results, paper_value, to_markdown
+
+
+# -- registry ----------------------------------------------------------------------------------
+def test_every_entry_resolves_to_a_valid_config_for_every_cell_and_seed():
+    assert len(REGISTRY) == 23
+    for exp in REGISTRY.values():
+        assert len({c.label for c in exp.cells}) == len(exp.cells), exp.name
+        for cell in exp.cells:
+            for seed in exp.seeds:
+                cfg = exp.config(cell, seed)              # validate() raises on anything wrong
+                assert cfg.seed == seed and cfg.method == cell.overrides["method"]
+            exp.config(cell, 0, **QUICK_CHANGES)          # the quick setting stays valid too
+        if exp.reference:
+            exp.cell(exp.reference)
+
+
+def test_the_registry_covers_the_papers_tables():
+    names = set(REGISTRY)
+    for model in ("bert-base", "roberta-base"):
+        for task in ("sst2", "qnli", "mnli", "qqp"):
+            assert f"paper/table1/{model}/{task}" in names
+        for task in ("sst2", "qnli"):
+            exp = REGISTRY[f"paper/table2/{model}/{task}"]
+            assert sorted({exp.config(c, 0).alpha for c in exp.cells}) == [1.0, 5.0, 10.0]
+            assert {exp.config(c, 0).partition for c in exp.cells} == {"dirichlet"}
+    abl = REGISTRY["paper/ablation/bert-base/qnli"]
+    switches = {c.label: (abl.config(c, 0).align_before, abl.config(c, 0).align_during) for c in abl.cells
+                if c.label.startswith("FedPFT")}
+    assert switches == {"FedPFT_N": (False, False), "FedPFT_B": (False, True),
+                        "FedPFT_D": (True, False), "FedPFT": (True, True)}
+    params = REGISTRY["paper/params/bert-base/qnli"]
+    assert sorted(params.config(c, 0).align_every for c in params.cells if c.label.startswith("t=")) == [5, 10, 20]
+    assert {REGISTRY[f"paper/vision/vit-base/{t}"].base["task"] for t in ("cifar10", "cifar100", "flowers102")} \
+        == {"cifar10", "cifar100", "flowers102"}
+    # the paper's stated settings
+    cfg = REGISTRY["paper/table1/bert-base/sst2"].config("FedPFT", 0)
+    assert (cfg.num_clients, cfg.fraction, cfg.lr, cfg.batch_size, cfg.lora_r, cfg.lora_alpha,
+            cfg.keep_ratio, cfg.align_every, cfg.align_fraction) == (100, 0.1, 8e-4, 16, 8, 48, 0.25, 10, 0.5)
+    # every lite experiment runs offline
+    for exp in list_experiments("lite"):
+        assert exp.base["model"] in ("minilm", "vit-tiny-fmnist") and exp.needs == "offline, CPU"
+
+
+def test_every_paper_cell_has_the_papers_number():
+    paper = paper_results()
+    assert len(paper) == 82 and paper.source.str.contains("2404.11536").all()
+    for exp in REGISTRY.values():
+        for _, table, model, task in exp.paper_columns:
+            for c in exp.cells:
+                v = paper_value(table, model, task, c.paper_method, c.paper_setting, paper)
+                assert v is not None and 70 < v < 95, (exp.name, c.label, table, model, task)
+    assert paper_value("table1", "BERT-base", "QNLI", "FedOT") == 83.9
+    assert paper_value("table2", "RoBERTa-base", "SST-2", "FedPFT", "alpha=5.0") == 92.7
+    assert paper_value("params", "BERT-base", "QNLI", "FedPFT", "p=0.8") == 87.1
+
+
+def test_unknown_experiment_names_the_near_ones():
+    with pytest.raises(KeyError, match="did you mean lite/table1"):
+        get_experiment("lite/tabel1")
+
+
+# -- table printer ---------------------------------------------------------------------------
+def _fake_summary(exp_name, values):
+    """Hand-written numbers (mechanics of the printer only, no claim about any method)."""
+    rows = [{"experiment": exp_name, "cell": cell, "seed": s, "fm_accuracy": v}
+            for cell, vs in values.items() for s, v in enumerate(vs)]
+    return pd.DataFrame(rows)
+
+
+def test_comparison_table_means_spreads_same_seed_gaps_and_paper_columns():
+    summary = _fake_summary("lite/table1", {"FedPETuning": [0.80, 0.82, 0.84],
+                                            "FedOT": [0.70, 0.74, 0.72],
+                                            "FedPFT": [0.79, 0.80, 0.84]})
+    df = comparison_table("lite/table1", summary)
+    assert list(df.index) == list(TABLE1_METHODS)
+    assert df.loc["FedOT", "ours %"] == pytest.approx(72.0)
+    assert df.loc["FedOT", "± sd"] == pytest.approx(2.0)
+    assert df.loc["FedPFT", "Δ vs FedPETuning"] == pytest.approx(-1.0)   # mean of -1, -2, 0
+    assert df.loc["FedPETuning", "seeds"] == 3
+    assert df.loc["FedOT", "paper BERT-base QNLI"] == 83.9
+    assert df.loc["FedOT", "paper BERT-base QNLI Δ"] == pytest.approx(83.9 - 88.4)
+    assert ordering(df) == ["FedPETuning", "FedPFT", "FedOT"]
+    md = to_markdown(df)
+    lines = md.splitlines()
+    assert lines[0].startswith("| lite/table1 | ours % | ± sd |") and len(lines) == 5
+    assert "| FedOT | 72.00 | 2.00 | 3 | -10.00 | 90.40 |" in md
+
+
+def test_comparison_table_for_alpha_cells_and_missing_rows():
+    exp = get_experiment("lite/table2")
+    summary = _fake_summary("lite/table2", {"FedOT alpha=5": [0.5, 0.7]})
+    df = comparison_table(exp, summary)
+    assert list(df.index) == ["FedOT alpha=5"]
+    assert df.loc["FedOT alpha=5", "paper BERT-base SST-2"] == 89.9
+    assert np.isclose(df.loc["FedOT alpha=5", "ours %"], 60.0)
+    with pytest.raises(ValueError, match="no rows of lite/table1"):
+        comparison_table("lite/table1", summary)
+
+
+# -- runner ----------------------------------------------------------------------------------
+@pytest.fixture
+def tiny_experiment(tiny_model):
+    base = dict(LITE_TEXT, model=tiny_model, device="cpu", **QUICK_CHANGES)
+    cells = (Cell("FedPETuning", {"method": "fedpetuning"}, "FedPETuning"),
+             Cell("FedPFT", {"method": "fedpft", "align_before": True, "align_during": True,
+                             "align_every": 2}, "FedPFT"))
+    return Experiment("test/tiny", "table1", "tiny", base, cells, seeds=(0,), scale="lite",
+                      reference="FedPETuning")
+
+
+def test_reproduce_writes_summary_reuses_runs_and_keeps_earlier_rows(tiny_experiment, tmp_path):
+    df = reproduce(tiny_experiment, tmp_path, quick=False, progress=False)
+    assert list(df.cell) == ["FedPETuning", "FedPFT"] and df.fm_accuracy.between(0, 1).all()
+    key = df.run[1]
+    res = tmp_path / "runs" / key / "results.json"
+    assert json.loads(res.read_text())["config"]["align_during"] is True
+    assert (tmp_path / "test/tiny/summary.csv").exists()
+    meta = json.loads((tmp_path / "test/tiny/meta.json").read_text())
+    assert meta["seeds"] == [0] and meta["machine"]["device"] == "cpu"
+    stamp = res.stat().st_mtime_ns
+    again = reproduce(tiny_experiment, tmp_path, quick=False, progress=False)   # reused, not rerun
+    assert res.stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(df, again)
+    more = reproduce(tiny_experiment, tmp_path, seeds=[1], cells=["FedPFT"], quick=False, progress=False)
+    assert sorted(zip(more.cell, more.seed)) == [("FedPETuning", 0), ("FedPFT", 0), ("FedPFT", 1)]
+    assert more.loc[more.seed == 1, "run"].item() != key
+    table = comparison_table(tiny_experiment, load_summary("test/tiny", tmp_path))
+    assert table.loc["FedPFT", "seeds"] == 2
+
+
+def test_run_key_ignores_bookkeeping_but_not_settings(tiny_experiment):
+    cfg = tiny_experiment.config("FedPFT", 0)
+    assert run_key(cfg, "cpu") == run_key(cfg.replace(output_dir="x", overwrite=True), "cpu")
+    assert run_key(cfg, "cpu") != run_key(cfg.replace(align_every=3), "cpu")
+    assert run_key(cfg, "cpu") != run_key(cfg, "cuda")
+
+
+def test_paper_scale_fails_fast_without_hub_or_gpu(tmp_path, monkeypatch):
+    import fedpft_lite.utils as utils
+    from fedpft_lite.models import HubUnreachableError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(utils, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(HubUnreachableError, match="lite experiments run offline"):
+        reproduce("paper/table1/bert-base/sst2", tmp_path, device="cpu", progress=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")          # hub cache claimed: then the GPU check
+    with pytest.raises(NeedsGPUError, match="--allow-cpu"):
+        reproduce("paper/table1/bert-base/sst2", tmp_path, device="cpu", progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_lists_every_experiment_and_explains_missing_results(capsys, tmp_path):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in REGISTRY)
+    assert main(["reproduce", "lite/table1", "--table-only", "--root", str(tmp_path)]) == 2
+    assert "run `fedpft-lite reproduce lite/table1" in capsys.readouterr().err
