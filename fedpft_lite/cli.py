@@ -6,6 +6,7 @@ Commands:
   partition   print (and plot) how a task's training set splits among clients
   demo        FedPETuning vs FedOT vs FedPFT on MiniLM + bbc-news (non-IID), table and plots
   run         one federated experiment from a config file and key=value overrides
+  reproduce   the paper's experiments by name (--list), lite versions offline, tables vs the paper
 """
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError, KeyError, NotImplementedError) as e:
-        print(f"fedpft-lite: error: {e}", file=sys.stderr)
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
+        print(f"fedpft-lite: error: {msg}", file=sys.stderr)
         return 2
 
 
@@ -209,6 +211,35 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from .experiments import get_experiment, list_experiments
+    from .reproduce import load_summary, reproduce
+    from .results import comparison_table, to_markdown
+    from .utils import is_quick
+
+    if args.list or not args.name:
+        for scale in ("lite", "paper"):
+            print(f"{scale} experiments ({'offline, CPU' if scale == 'lite' else 'hub + GPU'}):")
+            for e in list_experiments(scale):
+                print(f"  {e.name:34s} {len(e.cells):2d} cells x {len(e.seeds)} seeds  {e.description}")
+        if not args.list:
+            print("\nname one: fedpft-lite reproduce lite/table1")
+        return 0
+    exp = get_experiment(args.name)
+    quick = args.quick or is_quick()
+    if args.table_only:
+        summary = load_summary(exp.name, args.root, quick)
+    else:
+        if exp.scale == "paper":
+            print("assumptions of the paper-scale settings:\n  - " + "\n  - ".join(exp.notes))
+        summary = reproduce(exp, args.root, seeds=args.seeds, quick=quick, device=args.device,
+                            cells=args.cells, allow_cpu=args.allow_cpu, progress=not args.no_progress,
+                            command="fedpft-lite " + " ".join(sys.argv[1:]))
+    print(f"\n{exp.description} ({', '.join(exp.notes) if exp.scale == 'lite' else exp.needs})")
+    print(to_markdown(comparison_table(exp, summary)))
+    return 0
+
+
 def _add_run_parsers(sub) -> None:
     p = sub.add_parser("demo", help="FedPETuning vs FedOT vs FedPFT on the offline default (minutes on a CPU)")
     p.add_argument("--out", default="outputs/demo", help="output folder")
@@ -227,3 +258,16 @@ def _add_run_parsers(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run's results")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("reproduce", help="the paper's experiments by name; --list shows them all")
+    p.add_argument("name", nargs="?", help="e.g. lite/table1 or paper/table1/bert-base/sst2")
+    p.add_argument("--list", action="store_true", help="list every registered experiment")
+    p.add_argument("--root", default="outputs/reproduce", help="results folder (runs are reused from it)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the experiment's seeds")
+    p.add_argument("--cells", nargs="+", default=None, help="run only these cells (labels as listed)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true", help="seconds-long version (also when FEDPFT_LITE_QUICK is set)")
+    p.add_argument("--allow-cpu", action="store_true", help="run a paper-scale experiment without a GPU")
+    p.add_argument("--table-only", action="store_true", help="print the table from results already in --root")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
