@@ -262,3 +262,60 @@ def neuron_level_alignment(server, rnd: int, client_stats: list[dict], progress:
             "align_distance_before": float(sum(before) / len(before)),
             "align_distance_after": float(sum(after) / len(after)),
             "bytes_down_extra": per_client * server.cfg.clients_per_round}
+
+
+# -- shipping what alignment changed ------------------------------------------------------------
+def aligned_neurons(log: dict) -> dict[int, torch.Tensor]:
+    """Per compressed layer, every neuron that neuron-level alignment has updated so far (the
+    union over the alignment rounds in ``server.log``), sorted; empty before the first one."""
+    union: dict[int, set] = {}
+    for entry in log.get("neuron_level", []):
+        for layer, idx in entry["updated"].items():
+            union.setdefault(int(layer), set()).update(idx)
+    return {i: torch.tensor(sorted(s), dtype=torch.long) for i, s in sorted(union.items())}
+
+
+def ffn_patch(model, neurons: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The current weights of the given FFN neurons: per layer i, ``{i}.index`` (int32),
+    ``{i}.w_in`` (their W_in rows), ``{i}.b_in`` (their b_in entries) and ``{i}.w_out`` (their
+    W_out columns). What a server that aligned the sub-FM ships so that a client holding the
+    published sub-FM gets the aligned one; the neurons alignment did not select are bit-identical
+    on both sides, so they need not travel."""
+    arch, blocks = arch_of(model.backbone), get_layers(model.backbone)
+    patch = {}
+    for i, idx in neurons.items():
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        w_in, w_out = ffn_linears(blocks[i], arch)
+        patch[f"{i}.index"] = idx.to(torch.int32)
+        patch[f"{i}.w_in"] = w_in.weight.detach()[idx.to(w_in.weight.device)].cpu().contiguous()
+        if w_in.bias is not None:
+            patch[f"{i}.b_in"] = w_in.bias.detach()[idx.to(w_in.bias.device)].cpu().contiguous()
+        patch[f"{i}.w_out"] = w_out.weight.detach()[:, idx.to(w_out.weight.device)].cpu().contiguous()
+    return patch
+
+
+@torch.no_grad()
+def apply_ffn_patch(model, patch: dict[str, torch.Tensor]) -> None:
+    """Write an :func:`ffn_patch` into ``model`` (in place); shapes are checked first."""
+    arch, blocks = arch_of(model.backbone), get_layers(model.backbone)
+    layers = sorted({int(k.split(".")[0]) for k in patch})
+    for i in layers:  # check everything before changing anything
+        if i >= len(blocks) or f"{i}.index" not in patch:
+            raise KeyError(f"FFN patch names layer {i}, which this model does not have (or no index)")
+        w_in, w_out = ffn_linears(blocks[i], arch)
+        n = len(patch[f"{i}.index"])
+        want = {"w_in": (n, w_in.in_features), "w_out": (w_out.out_features, n), "b_in": (n,)}
+        for part, shape in want.items():
+            key = f"{i}.{part}"
+            if key in patch and tuple(patch[key].shape) != shape:
+                raise ValueError(f"FFN patch {key}: shape {tuple(patch[key].shape)}, model needs {shape}")
+        idx = patch[f"{i}.index"].long()
+        if len(idx) and (idx.min() < 0 or idx.max() >= w_in.out_features):
+            raise ValueError(f"FFN patch layer {i}: neuron index outside 0..{w_in.out_features - 1}")
+    for i in layers:
+        w_in, w_out = ffn_linears(blocks[i], arch)
+        idx = patch[f"{i}.index"].long().to(w_in.weight.device)
+        w_in.weight[idx] = patch[f"{i}.w_in"].to(w_in.weight)
+        if w_in.bias is not None and f"{i}.b_in" in patch:
+            w_in.bias[idx] = patch[f"{i}.b_in"].to(w_in.bias)
+        w_out.weight[:, idx] = patch[f"{i}.w_out"].to(w_out.weight)

@@ -12,6 +12,13 @@
 Every random choice is seeded from (seed, round, client), so a resumed run replays exactly the
 rounds an uninterrupted one would. One proxy object serves all clients in turn (its state is
 reloaded for each), which keeps memory at one FM + one proxy.
+
+The two halves of a round are named functions: :func:`client_update` (one client's work) and
+:func:`finish_round` (the server's work after the replies). Where the clients run is a small
+object with ``start(server)`` and ``train(server, rnd, clients, lr, collect)``:
+:class:`LocalClients` (this process, the default) or ``fedpft_lite.flower``'s Flower clients,
+which call the same :func:`client_update` on real (or simulated) remote nodes, so both produce
+the same history.
 """
 from __future__ import annotations
 
@@ -79,10 +86,13 @@ class Server:
     log: dict = field(default_factory=dict)
     progress: bool = True              # show progress bars for long server work
 
+    def client_examples(self, k: int):
+        if self.parts is None:
+            raise RuntimeError("this server holds no client data (its clients run elsewhere)")
+        return self.train.select(self.parts[k])
+
     def client_loader(self, k: int, rnd: int, shuffle: bool = True):
-        ds = self.train.select(self.parts[k])
-        return make_loader(ds, self.preprocessor, self.cfg.batch_size, shuffle=shuffle,
-                           seed=derived_seed(self.cfg.seed, rnd, k, 0xDA7A))
+        return client_loader(self.cfg, self.client_examples(k), self.preprocessor, k, rnd, shuffle)
 
     def server_owned_state(self) -> dict:
         """Proxy weights the server may change (alignment): everything but the trainable state."""
@@ -161,56 +171,128 @@ def check_output_dir(cfg: FedConfig) -> dict | None:
     return None
 
 
+# -- one client ----------------------------------------------------------------------------------
+def client_partitions(cfg: FedConfig, train_labels) -> list:
+    """Row indices of every client's share of the training split (seeded by cfg.seed)."""
+    return partition(train_labels, cfg.num_clients, cfg.partition, alpha=cfg.alpha,
+                     labels_per_client=cfg.labels_per_client, min_size=cfg.min_client_size,
+                     seed=cfg.seed)
+
+
+def client_loader(cfg: FedConfig, examples, preprocessor, k: int, rnd: int, shuffle: bool = True):
+    """Client k's batches in round rnd (order seeded by seed, round, client)."""
+    return make_loader(examples, preprocessor, cfg.batch_size, shuffle=shuffle,
+                       seed=derived_seed(cfg.seed, rnd, k, 0xDA7A))
+
+
+@dataclass
+class ClientUpdate:
+    """What client k sends back: its trained state (FM naming), its example count (FedAvg's
+    weight), its mean training loss and, in FedPFT's alignment rounds, activation statistics."""
+    k: int
+    state: dict
+    num_examples: int
+    loss: float
+    stats: dict | None = None
+
+
+def client_update(cfg: FedConfig, proxy, global_state: dict, examples, preprocessor, k: int,
+                  rnd: int, lr: float, device, collect: bool = False) -> ClientUpdate:
+    """One client's work in round rnd: load the global state into its proxy, train on its
+    examples (dropout masks seeded by seed, round, client), and report."""
+    load_trainable_state(proxy, global_state)                             # server -> client
+    torch.manual_seed(derived_seed(cfg.seed, rnd, k, 0x7EA1))             # dropout masks
+    res = local_train(proxy, client_loader(cfg, examples, preprocessor, k, rnd), lr=lr,
+                      epochs=cfg.local_epochs, grad_clip=cfg.grad_clip,
+                      weight_decay=cfg.weight_decay, device=device, amp=cfg.amp)
+    stats = None
+    if collect:
+        from .alignment import activation_statistics
+        stats = activation_statistics(proxy, client_loader(cfg, examples, preprocessor, k, rnd,
+                                                           shuffle=False), device)
+    return ClientUpdate(k, trainable_state(proxy), len(examples), res["loss"], stats)  # -> server
+
+
+class LocalClients:
+    """Clients simulated in this process, one after another on the server's proxy object."""
+    server_holds_client_data = True
+
+    def start(self, server: Server) -> None:
+        """Called once, after the server's pre-FL work and before LoRA is attached."""
+
+    def train(self, server: Server, rnd: int, clients: list[int], lr: float,
+              collect: bool) -> list[ClientUpdate]:
+        return [client_update(server.cfg, server.proxy, server.global_state,
+                              server.client_examples(k), server.preprocessor, k, rnd, lr,
+                              server.device, collect) for k in clients]
+
+
 # -- the loop ------------------------------------------------------------------------------------
-def setup(cfg: FedConfig, progress: bool = True) -> Server:
-    """Load data and FM, partition, build the proxy (pre-FL server work and LoRA come after)."""
+def setup(cfg: FedConfig, progress: bool = True, client_data: bool = True) -> Server:
+    """Load data and FM, partition, build the proxy (pre-FL server work and LoRA come after).
+
+    ``client_data=False``: the server keeps only the public and test splits (its clients load
+    their own partitions elsewhere, as Flower's clients do)."""
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
     ds = load_task(cfg.task, max_train=cfg.max_train, max_test=cfg.max_test)
     names = label_names(ds)
     fm, pre = load_foundation_model(cfg.model, num_labels=len(names), seed=cfg.seed)
+    if not client_data:
+        ds = type(ds)({k: v for k, v in ds.items() if k != "train"})
     enc = encode(ds, pre, cfg.max_length)
-    parts = partition(ds["train"]["label"], cfg.num_clients, cfg.partition, alpha=cfg.alpha,
-                      labels_per_client=cfg.labels_per_client, min_size=cfg.min_client_size,
-                      seed=cfg.seed)
+    parts = client_partitions(cfg, ds["train"]["label"]) if client_data else None
     method = get_method(cfg.method)
     proxy = method.build_proxy(fm, cfg)
     public = enc.get("public")
     if public is not None and cfg.max_public is not None and cfg.max_public < len(public):
         public = public.shuffle(seed=cfg.seed).select(range(cfg.max_public))
     server = Server(cfg=cfg, device=device, fm=fm.to(device), proxy=proxy.to(device),
-                    preprocessor=pre, method=method, train=enc["train"], parts=parts,
+                    preprocessor=pre, method=method, train=enc.get("train"), parts=parts,
                     test_loader=make_loader(enc["test"], pre, cfg.eval_batch_size), public=public,
                     progress=progress)
     return server
+
+
+def add_proxy_lora(proxy, cfg: FedConfig, method=None):
+    """LoRA on the layers the method trains (all, or a FedOT emulator's adapters), seeded.
+    The server's proxy and every Flower client's copy of it get it the same way."""
+    method = get_method(cfg.method) if method is None else method
+    lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    return add_lora(proxy, lora, layers=method.lora_layers(proxy), seed=cfg.seed)
 
 
 def _attach_lora(server: Server) -> None:
     cfg = server.cfg
     lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     add_lora(server.fm, lora, seed=cfg.seed)  # all layers: any proxy's state plugs in
-    add_lora(server.proxy, lora, layers=server.method.lora_layers(server.proxy), seed=cfg.seed)
+    add_proxy_lora(server.proxy, cfg, server.method)
     server.global_state = trainable_state(server.proxy)
 
 
 def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None = None,
-                  on_round=None) -> History:
+                  on_round=None, clients=None) -> History:
     """Run (or resume) one federated experiment; returns its :class:`History`.
 
     Args:
         stop_after: stop after this round (after checkpointing), as if interrupted. For tests
             and notebooks that show resuming.
         on_round: ``callback(server, row)`` after each round (live plots).
+        clients: where clients run: :class:`LocalClients` (default, this process) or
+            ``fedpft_lite.flower``'s nodes.
     """
     cfg.validate()
+    clients = LocalClients() if clients is None else clients
     saved = check_output_dir(cfg)  # before any model is loaded
     t_setup = time.time()
-    server = setup(cfg, progress)
+    server = setup(cfg, progress, client_data=clients.server_holds_client_data)
     start = 1
     if saved is None:
         server.log["before_rounds"] = server.method.before_rounds(server)
+        clients.start(server)
         _attach_lora(server)
     else:
+        clients.start(server)
         _attach_lora(server)
         ckpt = Path(cfg.output_dir) / CKPT
         if (ckpt / "server_proxy.safetensors").exists():
@@ -228,7 +310,7 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
     bar = tqdm(range(start, cfg.rounds + 1), desc=cfg.method, disable=not progress,
                initial=start - 1, total=cfg.rounds)
     for rnd in bar:
-        row = run_round(server, rnd)
+        row = run_round(server, rnd, clients)
         server.history.append(row)
         if on_round is not None:
             on_round(server, row)
@@ -246,37 +328,34 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
     return server.history
 
 
-def run_round(server: Server, rnd: int) -> dict:
+def run_round(server: Server, rnd: int, clients=None) -> dict:
+    """One round: sample, let the clients train (:class:`LocalClients` by default), finish."""
     cfg, t0 = server.cfg, time.time()
-    clients = sample_clients(cfg, rnd)
+    sampled = sample_clients(cfg, rnd)
     lr = round_lr(cfg, rnd)
     collect = server.method.wants_activations(server, rnd)
-    states, sizes, losses, stats = [], [], [], []
-    down = up = 0
-    for k in clients:
-        load_trainable_state(server.proxy, server.global_state)          # server -> client
-        down += state_bytes(server.global_state)
-        torch.manual_seed(derived_seed(cfg.seed, rnd, k, 0x7EA1))          # dropout masks
-        loader = server.client_loader(k, rnd)
-        res = local_train(server.proxy, loader, lr=lr, epochs=cfg.local_epochs,
-                          grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay,
-                          device=server.device, amp=cfg.amp)
-        state = trainable_state(server.proxy)                              # client -> server
-        up += state_bytes(state)
-        if collect:
-            from .alignment import activation_statistics
-            s = activation_statistics(server.proxy, server.client_loader(k, rnd, shuffle=False),
-                                      server.device)
-            up += s["bytes"]
-            stats.append(s)
-        states.append(state)
-        sizes.append(len(server.parts[k]))
-        losses.append(res["loss"])
-    server.global_state = fedavg(states, sizes, cfg.aggregation)
+    updates = (clients or LocalClients()).train(server, rnd, sampled, lr, collect)
+    return finish_round(server, rnd, sampled, lr, updates, t0)
+
+
+def finish_round(server: Server, rnd: int, sampled: list[int], lr: float,
+                 updates: list[ClientUpdate], t0: float) -> dict:
+    """The server's work once the clients replied (in ``sampled`` order): FedAvg, the method's
+    after-aggregation step (FedPFT: neuron-level alignment every t rounds), plug the state into
+    the FM and evaluate; returns the history row. ``bytes_down`` / ``bytes_up`` count the
+    trainable state each way, activation statistics up, and what the method ships extra."""
+    cfg = server.cfg
+    if [u.k for u in updates] != list(sampled):
+        raise ValueError(f"client updates {[u.k for u in updates]} do not match the sampled clients {sampled}")
+    down = sum(state_bytes(server.global_state) for _ in updates)
+    up = sum(state_bytes(u.state) + (u.stats["bytes"] if u.stats is not None else 0) for u in updates)
+    sizes = [u.num_examples for u in updates]
+    server.global_state = fedavg([u.state for u in updates], sizes, cfg.aggregation)
+    stats = [u.stats for u in updates if u.stats is not None]
     extra = server.method.after_aggregation(server, rnd, stats) or {}
     down += int(extra.pop("bytes_down_extra", 0))
-    row = {"round": rnd, "clients": clients, "lr": lr,
-           "train_loss": float(np.average(losses, weights=sizes)),
+    row = {"round": rnd, "clients": list(sampled), "lr": lr,
+           "train_loss": float(np.average([u.loss for u in updates], weights=sizes)),
            "bytes_down": int(down), "bytes_up": int(up),
            "aligned": bool(extra.pop("aligned", False)), **extra}
     if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
