@@ -233,7 +233,7 @@ def cmd_reproduce(args) -> int:
         if exp.scale == "paper":
             print("assumptions of the paper-scale settings:\n  - " + "\n  - ".join(exp.notes))
         summary = reproduce(exp, args.root, seeds=args.seeds, quick=quick, device=args.device,
-                            cells=args.cells, allow_cpu=args.allow_cpu, progress=not args.no_progress,
+                            cells=args.cells, allow_cpu=args.allow_cpu, progress=not args.no_progress, verbose=True,
                             command="fedpft-lite " + " ".join(sys.argv[1:]))
     print(f"\n{exp.description} ({', '.join(exp.notes) if exp.scale == 'lite' else exp.needs})")
     print(to_markdown(comparison_table(exp, summary)))

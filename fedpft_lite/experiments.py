@@ -169,12 +169,12 @@ def _paper_experiments() -> list[Experiment]:
 # -- the lite versions: same cells, offline defaults, CPU-sized ----------------------------------
 #: MiniLM (6 layers) + bbc-news sentences. Scaled so one run takes a few minutes on 2 CPU cores:
 #: 3,000 training sentences over 20 clients, 4 per round, 10 rounds; 2,000 test sentences; short
-#: runs need lr 3e-3 (not 8e-4) for the fresh head to converge. Alignment: 40 layer-level steps
+#: runs need lr 3e-3 (not 8e-4) for the fresh head to converge. Alignment: 20 layer-level steps
 #: before FL, neuron-level every t = 2 rounds with 20 steps (t scaled with the 10x fewer rounds).
 LITE_TEXT = dict(model="minilm", task="bbc-news", max_length=64, max_train=3000, max_test=2000,
                  max_public=1280, num_clients=20, fraction=0.2, partition="iid", rounds=10,
                  local_epochs=1, batch_size=16, lr=3e-3, keep_ratio=0.25, retained_layers=[0, -1],
-                 align_steps=40, align_every=2, align_fraction=0.5, align_lr=6e-4,
+                 align_steps=20, align_every=2, align_fraction=0.5, align_lr=6e-4,
                  eval_every=5, eval_proxy="final", device="auto")
 #: The tiny ViT the project pretrained on Fashion-MNIST, fine-tuned federatedly on 8x8 digits.
 LITE_VISION = dict(LITE_TEXT, model="vit-tiny-fmnist", task="digits", max_train=None, max_test=None,

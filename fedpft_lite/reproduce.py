@@ -94,14 +94,19 @@ def _row(exp: Experiment, cell: str, seed: int, key: str, device_type: str, res:
 
 def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", seeds=None,
               quick: bool | None = None, device: str = "auto", cells: list[str] | None = None,
-              allow_cpu: bool = False, progress: bool = True, command: str | None = None):
+              allow_cpu: bool = False, progress: bool = True, verbose: bool | None = None,
+              command: str | None = None):
     """Run every cell and seed of an experiment (reusing finished runs); returns the summary
-    DataFrame, also written to ``root/<experiment>/summary.csv``."""
+    DataFrame, also written to ``root/<experiment>/summary.csv``.
+
+    ``progress`` shows each run's progress bar; ``verbose`` (default: as ``progress``) prints a
+    line per run."""
     import pandas as pd
 
     from .federated import CKPT, run_federated
 
     exp = get_experiment(name) if isinstance(name, str) else name
+    verbose = progress if verbose is None else verbose
     todo = plan(exp, seeds, quick, device, cells)             # every config checked first
     dev = pick_device(device)
     _check_resources(exp, dev, allow_cpu)
@@ -128,12 +133,12 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
         else:
             resume = (run_dir / CKPT / "checkpoint.json").exists()
             status = "resumed" if resume else "ran"
-            if progress:
+            if verbose:
                 print(f"[{i}/{len(todo)}] {exp.name}: {cell}, seed {seed} -> {run_dir}", flush=True)
             run_federated(cfg.replace(output_dir=str(run_dir), resume=resume), progress=progress)
         res = json.loads(done.read_text())
         rows.append(_row(exp, cell, seed, key, dev.type, res))
-        if progress:
+        if verbose:
             print(f"[{i}/{len(todo)}] {cell}, seed {seed}: FM accuracy {100 * res['fm_accuracy']:.2f} % "
                   f"({status})", flush=True)
         table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
