@@ -84,6 +84,44 @@ def _check_resources(exp: Experiment, device, allow_cpu: bool) -> None:
                            "GPU, and none was found. Pass --allow-cpu (allow_cpu=True) to run it anyway.")
 
 
+class _RunLock:
+    """``runs/<key>/.lock`` while a process computes that run, so two reproductions started side by
+    side (experiments share cells) never write the same run; a lock whose process died is taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pid = int(self.path.read_text() or 0)
+            if _alive(pid):
+                raise RuntimeError(f"{self.path.parent} is being computed by process {pid}; wait for "
+                                   "it (rerun afterwards and the finished run is reused)") from None
+            self.path.unlink()
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _row(exp: Experiment, cell: str, seed: int, key: str, device_type: str, res: dict) -> dict:
     return {"experiment": exp.name, "cell": cell, "seed": seed, "method": res["method"],
             "fm_accuracy": res["fm_accuracy"], "proxy_accuracy": res["proxy_accuracy"],
@@ -128,14 +166,15 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
         key = run_key(cfg, dev.type)
         run_dir = root / "runs" / key
         done = run_dir / "results.json"
-        if done.exists():
-            status = "reused"
-        else:
-            resume = (run_dir / CKPT / "checkpoint.json").exists()
-            status = "resumed" if resume else "ran"
-            if verbose:
-                print(f"[{i}/{len(todo)}] {exp.name}: {cell}, seed {seed} -> {run_dir}", flush=True)
-            run_federated(cfg.replace(output_dir=str(run_dir), resume=resume), progress=progress)
+        status = "reused"
+        if not done.exists():
+            with _RunLock(run_dir):
+                if not done.exists():      # (re-checked under the lock)
+                    resume = (run_dir / CKPT / "checkpoint.json").exists()
+                    status = "resumed" if resume else "ran"
+                    if verbose:
+                        print(f"[{i}/{len(todo)}] {exp.name}: {cell}, seed {seed} -> {run_dir}", flush=True)
+                    run_federated(cfg.replace(output_dir=str(run_dir), resume=resume), progress=progress)
         res = json.loads(done.read_text())
         rows.append(_row(exp, cell, seed, key, dev.type, res))
         if verbose:

@@ -167,3 +167,26 @@ def test_cli_lists_every_experiment_and_explains_missing_results(capsys, tmp_pat
     assert all(name in out for name in REGISTRY)
     assert main(["reproduce", "lite/table1", "--table-only", "--root", str(tmp_path)]) == 2
     assert "run `fedpft-lite reproduce lite/table1" in capsys.readouterr().err
+
+
+def test_a_run_being_computed_elsewhere_is_not_touched(tiny_experiment, tmp_path):
+    import os
+    import subprocess
+
+    from fedpft_lite.reproduce import _RunLock
+
+    cfg = tiny_experiment.config("FedPETuning", 0)
+    run_dir = tmp_path / "runs" / run_key(cfg, "cpu")
+    run_dir.mkdir(parents=True)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (run_dir / ".lock").write_text(str(sleeper.pid))          # a live process holds it
+        with pytest.raises(RuntimeError, match="being computed by process"):
+            reproduce(tiny_experiment, tmp_path, cells=["FedPETuning"], progress=False)
+        assert not (run_dir / "results.json").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with _RunLock(run_dir):                                       # a dead holder's lock is taken over
+        assert (run_dir / ".lock").read_text() == str(os.getpid())
+    assert not (run_dir / ".lock").exists()
