@@ -30,6 +30,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict  # noqa: E402
 from fedpft_lite.alignment import aligned_neurons, apply_ffn_patch, ffn_patch  # noqa: E402
 from fedpft_lite.flower import fedconfig_from_run_config, run_simulation  # noqa: E402
 from fedpft_lite.flower.client_app import make_client_app  # noqa: E402
+from fedpft_lite.flower.publish import publish_proxy  # noqa: E402
 from fedpft_lite.flower.server_app import make_server_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,8 @@ def test_flower_simulation_reproduces_the_in_process_history(tiny_model, tmp_pat
     # What went down: the state and, after alignment, the aligned neurons; never the FM.
     assert all(r["wire_bytes_down"] < wire["proxy_weight_bytes"] for r in wire["rounds"])
     assert (tmp_path / "proxy" / "model.safetensors").stat().st_size == wire["proxy_weight_bytes"]
+    # A deployment copies the proxy to its nodes before the run: publish_proxy builds the same one.
+    assert publish_proxy(cfg, tmp_path / "published") == wire["proxy_sha256"]
 
 
 def test_the_patch_turns_the_published_sub_fm_into_the_aligned_one(tiny_model):
