@@ -4,7 +4,8 @@ Layout of a results folder (``root``)::
 
     runs/<key>/            one federated run: history.json/.csv, results.json, checkpoint/
     <experiment>/summary.csv   one row per (cell, seed): accuracy, bytes, seconds, run key
-    <experiment>/meta.json     the command, seeds, machine, library versions, wall time
+    <experiment>/meta.json     every invocation: command, seeds, cells, machine, versions, wall
+                               time, runs computed / reused
 
 A run's folder is named by a hash of its full config (and the device type), so cells shared by
 several experiments (FedPFT in Table 1, the ablation and the parameter study) run once, an
@@ -42,13 +43,23 @@ def machine_info(device) -> dict:
     import torch
     import transformers
 
-    info = {"platform": platform.platform(), "python": platform.python_version(),
+    info = {"platform": platform.platform(), "cpu": _cpu_model(), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__,
             "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
             "device": str(device)}
     if getattr(device, "type", str(device)) == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def plan(exp: Experiment, seeds=None, quick: bool | None = None, device: str = "auto",
@@ -152,7 +163,7 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
     root = Path(root)
     out = summary_folder(exp.name, root, quick)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"experiment": exp.name, "command": command or " ".join(sys.argv),
+    call = {"command": command or " ".join(sys.argv),
             "seeds": sorted({s for _, s, _ in todo}), "cells": list(dict.fromkeys(c for c, _, _ in todo)),
             "quick": quick, "machine": machine_info(dev),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
@@ -161,7 +172,7 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
     new_ids = {(c, s) for c, s, _ in todo}
     if earlier is not None:
         earlier = earlier[[(c, s) not in new_ids for c, s in zip(earlier["cell"], earlier["seed"])]]
-    rows, t0 = [], time.time()
+    rows, computed, t0 = [], 0, time.time()
     for i, (cell, seed, cfg) in enumerate(todo, 1):
         key = run_key(cfg, dev.type)
         run_dir = root / "runs" / key
@@ -175,6 +186,7 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
                     if verbose:
                         print(f"[{i}/{len(todo)}] {exp.name}: {cell}, seed {seed} -> {run_dir}", flush=True)
                     run_federated(cfg.replace(output_dir=str(run_dir), resume=resume), progress=progress)
+                    computed += 1
         res = json.loads(done.read_text())
         rows.append(_row(exp, cell, seed, key, dev.type, res))
         if verbose:
@@ -184,9 +196,19 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
         if earlier is not None and len(earlier):
             table = pd.concat([earlier, table], ignore_index=True)
         table.to_csv(out / "summary.csv", index=False)
-    meta.update(finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"), wall_seconds=round(time.time() - t0, 1))
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    call.update(finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"), wall_seconds=round(time.time() - t0, 1),
+                computed=computed, reused=len(todo) - computed)
+    _append_invocation(out / "meta.json", exp.name, call)
     return pd.read_csv(out / "summary.csv")
+
+
+def _append_invocation(path: Path, name: str, call: dict) -> None:
+    """meta.json keeps every invocation (a reproduction may be spread over several)."""
+    meta = json.loads(path.read_text()) if path.exists() else {"experiment": name, "invocations": []}
+    if "invocations" not in meta:                # an older single-invocation record
+        meta = {"experiment": name, "invocations": [{k: v for k, v in meta.items() if k != "experiment"}]}
+    meta["invocations"].append(call)
+    path.write_text(json.dumps(meta, indent=1))
 
 
 def summary_folder(name: str, root: str | Path, quick: bool = False) -> Path:

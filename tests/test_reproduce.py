@@ -127,14 +127,16 @@ def test_reproduce_writes_summary_reuses_runs_and_keeps_earlier_rows(tiny_experi
     res = tmp_path / "runs" / key / "results.json"
     assert json.loads(res.read_text())["config"]["align_during"] is True
     assert (tmp_path / "test/tiny/summary.csv").exists()
-    meta = json.loads((tmp_path / "test/tiny/meta.json").read_text())
-    assert meta["seeds"] == [0] and meta["machine"]["device"] == "cpu"
+    meta = json.loads((tmp_path / "test/tiny/meta.json").read_text())["invocations"]
+    assert meta[0]["seeds"] == [0] and meta[0]["machine"]["device"] == "cpu" and meta[0]["computed"] == 2
     stamp = res.stat().st_mtime_ns
     again = reproduce(tiny_experiment, tmp_path, quick=False, progress=False)   # reused, not rerun
     assert res.stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(df, again)
     more = reproduce(tiny_experiment, tmp_path, seeds=[1], cells=["FedPFT"], quick=False, progress=False)
     assert sorted(zip(more.cell, more.seed)) == [("FedPETuning", 0), ("FedPFT", 0), ("FedPFT", 1)]
+    calls = json.loads((tmp_path / "test/tiny/meta.json").read_text())["invocations"]
+    assert [(c["computed"], c["reused"]) for c in calls] == [(2, 0), (0, 2), (1, 0)]
     assert more.loc[more.seed == 1, "run"].item() != key
     table = comparison_table(tiny_experiment, load_summary("test/tiny", tmp_path))
     assert table.loc["FedPFT", "seeds"] == 2
