@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -56,6 +57,7 @@ def once(cfg: FedConfig) -> dict:
     flower = run_simulation(cfg.replace(output_dir=str(out)), client_cpus=os.cpu_count())
     flower_wall = time.perf_counter() - t
     log = json.loads((out / "results.json").read_text())["log"]
+    shutil.rmtree(out)   # proxy, checkpoint and results of the Flower run
     local_rounds = sum(r["seconds"] for r in local)
     flower_rounds = sum(r["seconds"] for r in flower)
     return {"in_process_wall_s": local_wall, "in_process_rounds_s": local_rounds,
