@@ -22,6 +22,9 @@ the analogue of ReLU's zeros). The mean |activation| is reported too.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from tqdm.auto import tqdm
 
@@ -134,20 +137,75 @@ def public_loader(server, seed_parts: tuple, held_out: bool = False):
 
 
 # -- step 1: layer-level, before FL --------------------------------------------------------------
+#: What the layer-level alignment's result depends on (the cache key): the FM, the public data,
+#: the sub-FM's construction, the distillation settings and the seed, and the kind of device.
+ALIGNMENT_INPUTS = ("model", "task", "max_length", "max_public", "keep_ratio", "retained_layers",
+                    "criterion", "align_lr", "batch_size", "seed", "amp")
+
+
+def alignment_cache_key(cfg, device_type: str) -> str:
+    import hashlib
+    import json
+    d = {k: getattr(cfg, k) for k in ALIGNMENT_INPUTS}
+    d.update(steps=cfg.align_before_steps or cfg.align_steps, device=device_type)
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def layer_level_alignment(server, progress: bool | None = None) -> dict:
-    """Distil the FM into the sub-FM's compressed layers on public data (in place)."""
+    """Distil the FM into the sub-FM's compressed layers on public data (in place).
+
+    The result depends only on server-side inputs (:data:`ALIGNMENT_INPUTS`), never on clients,
+    so with ``cfg.cache_dir`` set it is computed once and reused by every run that shares them
+    (the paper's server aligns its sub-FM once, before any federated run). Every later random
+    choice is seeded explicitly, so a run that loads the cache has the same history as one that
+    computes it."""
+    cfg = server.cfg
+    if not compressed_layers(server.proxy):
+        return {"layer_level": "nothing compressed"}
+    if cfg.cache_dir is None:
+        return _layer_level_alignment(server, progress)
+    import json
+    from safetensors.torch import load_file, save_file
+    folder = Path(cfg.cache_dir) / f"layer_level_{alignment_cache_key(cfg, server.device.type)}"
+    params = dict(_named(server.proxy, ffn_parameters(server.proxy, compressed_layers(server.proxy),
+                                                      with_norm=True)))
+    if (folder / "log.json").exists():
+        saved = load_file(str(folder / "weights.safetensors"))
+        if set(saved) != set(params):
+            raise ValueError(f"alignment cache {folder} holds other parameters than this sub-FM's")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n].to(p.device))
+        return dict(json.loads((folder / "log.json").read_text()), cached=str(folder))
+    log = _layer_level_alignment(server, progress)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, str(tmp / "weights.safetensors"))
+    (tmp / "log.json").write_text(json.dumps(log))
+    if not folder.exists():
+        os.replace(tmp, folder)          # atomic: a reader sees the whole entry or none
+    else:                                # another process stored the same entry meanwhile
+        import shutil
+        shutil.rmtree(tmp)
+    return dict(log, cached=None)
+
+
+def _named(model, params):
+    ids = {id(p) for p in params}
+    return [(n, p) for n, p in model.named_parameters() if id(p) in ids]
+
+
+def _layer_level_alignment(server, progress: bool | None = None) -> dict:
     cfg, fm, sub = server.cfg, server.fm, server.proxy
     layers = compressed_layers(sub)
-    if not layers:
-        return {"layer_level": "nothing compressed"}
     progress = server.progress if progress is None else progress
     loader = public_loader(server, (0xA11, 0))
     held_out = public_loader(server, (0xA11, 1), held_out=True)
     before = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=8)
     params = ffn_parameters(sub, layers, with_norm=True)
     with only_trainable(sub, params):
-        curve = distill(fm, sub, loader, layers, params, cfg.align_steps, cfg.align_lr,
-                        server.device, progress=progress, desc="layer-level alignment")
+        curve = distill(fm, sub, loader, layers, params, cfg.align_before_steps or cfg.align_steps,
+                        cfg.align_lr, server.device, progress=progress, desc="layer-level alignment")
     after = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=8)
     return {"layers": layers, "distance_before": before, "distance_after": after, "loss_curve": curve}
 

@@ -52,7 +52,8 @@ class FedConfig:
     align_during: bool = False
     align_every: int = 10                  # t
     align_fraction: float = 0.5            # p: share of least-active neurons updated
-    align_steps: int = 100
+    align_steps: int = 100                 # distillation steps per alignment
+    align_before_steps: int | None = None  # layer-level steps before FL (None: align_steps)
     align_lr: float = 6e-4
     # FedOT emulator
     adapter_layers: int | None = None      # per end; None = n_layers // 6 (at least 1)
@@ -65,6 +66,7 @@ class FedConfig:
     device: str = "auto"
     amp: bool = True                       # bf16 autocast on CUDA only
     output_dir: str | None = None
+    cache_dir: str | None = None           # reuse the server's layer-level alignment across runs
     checkpoint_every: int = 1
     resume: bool = False
     overwrite: bool = False
@@ -137,6 +139,9 @@ class FedConfig:
         need(0 < self.keep_ratio <= 1, f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
         need(self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}")
         need(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        need(self.align_steps >= 1, f"align_steps must be >= 1, got {self.align_steps}")
+        need(self.align_before_steps is None or self.align_before_steps >= 1,
+             f"align_before_steps must be >= 1 or null, got {self.align_before_steps}")
         need(self.align_every >= 1, f"align_every (t) must be >= 1, got {self.align_every}")
         need(0 < self.align_fraction <= 1, f"align_fraction (p) must be in (0, 1], got {self.align_fraction}")
         need(self.eval_proxy in ("every", "final", "never"),

@@ -48,7 +48,7 @@ from .utils import pick_device, seed_everything
 
 CKPT = "checkpoint"
 # Config fields that may differ between an interrupted run and its resumption.
-RESUME_FREE = {"resume", "overwrite", "output_dir", "device", "eval_batch_size"}
+RESUME_FREE = {"resume", "overwrite", "output_dir", "device", "eval_batch_size", "cache_dir"}
 
 
 def derived_seed(*parts: int) -> int:

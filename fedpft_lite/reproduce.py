@@ -3,6 +3,7 @@
 Layout of a results folder (``root``)::
 
     runs/<key>/            one federated run: history.json/.csv, results.json, checkpoint/
+    aligned/<key>/         the server's layer-level alignment, shared by the runs that need it
     <experiment>/summary.csv   one row per (cell, seed): accuracy, bytes, seconds, run key
     <experiment>/meta.json     every invocation: command, seeds, cells, machine, versions, wall
                                time, runs computed / reused
@@ -27,14 +28,19 @@ from .experiments import QUICK_CHANGES, Experiment, get_experiment
 from .utils import is_quick, pick_device
 
 #: Config fields that do not change what a run computes (so not part of its key).
-NOT_IN_KEY = {"output_dir", "resume", "overwrite", "device", "eval_batch_size", "checkpoint_every"}
+NOT_IN_KEY = {"output_dir", "resume", "overwrite", "device", "eval_batch_size", "checkpoint_every",
+              "cache_dir"}
+#: Fields added to FedConfig after results were first stored, with their defaults: part of a key
+#: only when set otherwise, so the keys (and stored runs) of earlier configs stay valid.
+ADDED_LATER = {"align_before_steps": None}
 SUMMARY_COLUMNS = ["experiment", "cell", "seed", "method", "fm_accuracy", "proxy_accuracy",
                    "mib_down_per_round", "mib_up_per_round", "seconds", "device", "run"]
 
 
 def run_key(cfg: FedConfig, device_type: str) -> str:
     """A short stable name for what a config computes on a kind of device."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
+    d = {k: v for k, v in cfg.to_dict().items()
+         if k not in NOT_IN_KEY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     blob = json.dumps({"config": d, "device": device_type}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -185,7 +191,10 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
                     status = "resumed" if resume else "ran"
                     if verbose:
                         print(f"[{i}/{len(todo)}] {exp.name}: {cell}, seed {seed} -> {run_dir}", flush=True)
-                    run_federated(cfg.replace(output_dir=str(run_dir), resume=resume), progress=progress)
+                    # The server's layer-level alignment is shared by every run with the same
+                    # server-side inputs (all FedPFT cells of a seed): computed once, in aligned/.
+                    run_federated(cfg.replace(output_dir=str(run_dir), resume=resume,
+                                              cache_dir=str(root / "aligned")), progress=progress)
                     computed += 1
         res = json.loads(done.read_text())
         rows.append(_row(exp, cell, seed, key, dev.type, res))

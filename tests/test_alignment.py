@@ -162,6 +162,25 @@ def test_alignment_before_fl_is_logged_and_lowers_distance(tiny_model):
     assert sum(log["distance_after"]) < sum(log["distance_before"])
 
 
+def test_cached_layer_level_alignment_gives_the_same_history(tiny_model, tmp_path):
+    cfg = small(tiny_model, rounds=2, align_before=True, align_during=True, align_every=2,
+                align_steps=3, align_before_steps=12, align_lr=3e-3)
+    plain = run_federated(cfg, progress=False)
+    logs = []
+    grab = lambda s, r: logs.append(s.log["before_rounds"])  # noqa: E731
+    first = run_federated(cfg.replace(cache_dir=str(tmp_path)), progress=False, on_round=grab)
+    entries = list(tmp_path.glob("layer_level_*"))
+    assert len(entries) == 1 and logs[-1]["cached"] is None
+    assert len(logs[-1]["loss_curve"]) == 12                  # align_before_steps, not align_steps
+    second = run_federated(cfg.replace(cache_dir=str(tmp_path)), progress=False, on_round=grab)
+    assert logs[-1]["cached"] == str(entries[0])
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(plain) == strip(first) == strip(second)
+    # another seed (or any other server-side input) is another entry, never a wrong reuse
+    run_federated(cfg.replace(cache_dir=str(tmp_path), seed=1), progress=False)
+    assert len(list(tmp_path.glob("layer_level_*"))) == 2
+
+
 def test_gradient_probe_is_exact_for_an_uncompressed_proxy_and_lower_for_a_compressed_one(tiny):
     fm, _, _, test = tiny
     batch = next(iter(test))
