@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .aggregation import fedavg
 from .config import FedConfig
-from .data import encode, label_names, load_task, make_loader
+from .data import encode, label_names, load_task, make_loader, modality
 from .evaluation import evaluate
 from .history import History
 from .lora import LoraSettings, add_lora, load_trainable_state, plug_back, state_bytes, trainable_state
@@ -238,6 +238,10 @@ def setup(cfg: FedConfig, progress: bool = True, client_data: bool = True) -> Se
     ds = load_task(cfg.task, max_train=cfg.max_train, max_test=cfg.max_test)
     names = label_names(ds)
     fm, pre = load_foundation_model(cfg.model, num_labels=len(names), seed=cfg.seed)
+    if modality(ds) != fm.modality:
+        raise ValueError(f"task {cfg.task!r} holds {modality(ds)}s but model {cfg.model!r} is a "
+                         f"{fm.modality} model; for images use model='vit-tiny-fmnist' (offline) "
+                         "or a hub ViT, for text 'minilm' or a hub BERT/RoBERTa")
     if not client_data:
         ds = type(ds)({k: v for k, v in ds.items() if k != "train"})
     enc = encode(ds, pre, cfg.max_length)

@@ -162,3 +162,8 @@ def test_unknown_config_keys_and_files(tmp_path):
     assert cfg.with_overrides(["rounds=5", "lr=0.01"]).rounds == 5
     with pytest.raises(FileNotFoundError):
         FedConfig.from_file(tmp_path / "missing.yaml")
+
+
+def test_a_text_model_on_an_image_task_is_refused_before_any_training():
+    with pytest.raises(ValueError, match="holds images but model 'minilm' is a text model.*vit-tiny-fmnist"):
+        run_federated(FedConfig(model="minilm", task="digits", num_clients=2, rounds=1), progress=False)
