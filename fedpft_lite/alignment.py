@@ -147,7 +147,7 @@ def alignment_cache_key(cfg, device_type: str) -> str:
     import hashlib
     import json
     d = {k: getattr(cfg, k) for k in ALIGNMENT_INPUTS}
-    d.update(steps=cfg.align_before_steps or cfg.align_steps, device=device_type)
+    d.update(steps=cfg.layer_level_steps, device=device_type)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -204,8 +204,8 @@ def _layer_level_alignment(server, progress: bool | None = None) -> dict:
     before = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=8)
     params = ffn_parameters(sub, layers, with_norm=True)
     with only_trainable(sub, params):
-        curve = distill(fm, sub, loader, layers, params, cfg.align_before_steps or cfg.align_steps,
-                        cfg.align_lr, server.device, progress=progress, desc="layer-level alignment")
+        curve = distill(fm, sub, loader, layers, params, cfg.layer_level_steps, cfg.align_lr,
+                        server.device, progress=progress, desc="layer-level alignment")
     after = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=8)
     return {"layers": layers, "distance_before": before, "distance_after": after, "loss_curve": curve}
 

@@ -164,5 +164,10 @@ class FedConfig:
         return self
 
     @property
+    def layer_level_steps(self) -> int:
+        """Distillation steps of the layer-level alignment before FL."""
+        return self.align_before_steps or self.align_steps
+
+    @property
     def clients_per_round(self) -> int:
         return max(1, int(round(self.fraction * self.num_clients)))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
-from .utils import hub_reachable
+from .utils import hub_offline, hub_reachable
 
 OFFLINE_TASKS = ("bbc-news", "digits", "mnist-5k")
 
@@ -166,8 +166,7 @@ def _load_hub_task(name: str, public_fraction: float, split_seed: int) -> Datase
     from .models import HubUnreachableError, offline_hint
 
     spec = HUB_TASKS[name]
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if not offline and not hub_reachable():  # fail in milliseconds, not after a minute of retries
+    if not hub_offline() and not hub_reachable():  # fail in milliseconds, not after a minute of retries
         raise HubUnreachableError(f"cannot load dataset {name!r} ({spec['path']}): the hub is "
                                   "unreachable (if it is in your local datasets cache, set "
                                   f"HF_HUB_OFFLINE=1). {offline_hint()}")

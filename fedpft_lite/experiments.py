@@ -21,7 +21,7 @@ assumption, named in ``ASSUMPTIONS`` and printed with every paper-scale experime
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .config import FedConfig
 
@@ -109,8 +109,8 @@ ALPHAS = (1.0, 5.0, 10.0)
 T_VALUES, P_VALUES = (5, 10, 20), (0.3, 0.5, 0.8)
 
 
-def _method_cells(labels=TABLE1_METHODS, **extra) -> tuple[Cell, ...]:
-    return tuple(Cell(m, {**VARIANTS[m], **extra}, paper_method=m) for m in labels)
+def _method_cells(labels=TABLE1_METHODS) -> tuple[Cell, ...]:
+    return tuple(Cell(m, dict(VARIANTS[m]), paper_method=m) for m in labels)
 
 
 def _alpha_cells(alphas) -> tuple[Cell, ...]:
@@ -169,10 +169,10 @@ def _paper_experiments() -> list[Experiment]:
 # -- the lite versions: same cells, offline defaults, CPU-sized ----------------------------------
 #: MiniLM (6 layers) + bbc-news sentences. Scaled so one run takes a few minutes on 2 CPU cores:
 #: 3,000 training sentences over 20 clients, 4 per round, 10 rounds; 2,000 test sentences; short
-#: runs need lr 3e-3 (not 8e-4) for the fresh head to converge. Alignment: 20 layer-level steps
-#: before FL, neuron-level every t = 2 rounds with 20 steps (t scaled with the 10x fewer rounds).
-#: The layer-level step (once per seed, before FL) takes LITE_ALIGN_BEFORE_STEPS: the server
-#: aligns its sub-FM once and every FedPFT run of that seed reuses it (reproduce's aligned/).
+#: runs need lr 3e-3 (not 8e-4) for the fresh head to converge. Alignment: neuron-level every
+#: t = 2 rounds with 20 steps (t scaled with the 10x fewer rounds); layer-level before FL with
+#: LITE_ALIGN_BEFORE_STEPS, set on the cells that align before FL: the server aligns its sub-FM
+#: once per seed and every FedPFT run of that seed reuses it (reproduce's aligned/).
 LITE_TEXT = dict(model="minilm", task="bbc-news", max_length=64, max_train=3000, max_test=2000,
                  max_public=1280, num_clients=20, fraction=0.2, partition="iid", rounds=10,
                  local_epochs=1, batch_size=16, lr=3e-3, keep_ratio=0.25, retained_layers=[0, -1],
@@ -199,24 +199,25 @@ def _with_long_layer_alignment(cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
 
 
 def _lite_experiments() -> list[Experiment]:
-    exps = [
+    long = _with_long_layer_alignment
+    return [
         Experiment("lite/table1", "table1", "Table 1 lite: MiniLM on bbc-news, IID, three methods",
-                   LITE_TEXT, _method_cells(), reference="FedPETuning", scale="lite",
+                   LITE_TEXT, long(_method_cells()), reference="FedPETuning", scale="lite",
                    paper_columns=_BERT_T1, notes=LITE_NOTES),
         Experiment("lite/table2", "table2", "Table 2 lite: MiniLM on bbc-news, Dirichlet alpha 1 / 5 / 10",
-                   LITE_TEXT, _alpha_cells(ALPHAS), scale="lite",
+                   LITE_TEXT, long(_alpha_cells(ALPHAS)), scale="lite",
                    paper_columns=(("paper BERT-base SST-2", "table2", "BERT-base", "SST-2"),
                                   ("paper BERT-base QNLI", "table2", "BERT-base", "QNLI")),
                    notes=LITE_NOTES),
         Experiment("lite/ablation", "ablation", "Ablation lite: FedOT and FedPFT's alignment switches",
-                   LITE_TEXT, _method_cells(("FedOT", "FedPFT_N", "FedPFT_B", "FedPFT_D", "FedPFT")),
+                   LITE_TEXT, long(_method_cells(("FedOT", "FedPFT_N", "FedPFT_B", "FedPFT_D", "FedPFT"))),
                    reference="FedPFT", scale="lite",
                    paper_columns=(("paper BERT-base QNLI", "ablation", "BERT-base", "QNLI"),
                                   ("paper RoBERTa-base QNLI", "ablation", "RoBERTa-base", "QNLI")),
                    notes=LITE_NOTES),
         Experiment("lite/params", "params", f"Parameter study lite: t = {'/'.join(map(str, LITE_T))} "
                    "(for the paper's 5/10/20) and p = 0.3/0.5/0.8", LITE_TEXT,
-                   _param_cells(LITE_T, P_VALUES), reference="t=2", scale="lite",
+                   long(_param_cells(LITE_T, P_VALUES)), reference="t=2", scale="lite",
                    paper_columns=(("paper BERT-base QNLI", "params", "BERT-base", "QNLI"),),
                    notes=LITE_NOTES),
         Experiment("lite/vision", "vision", "Vision lite: the project's tiny ViT (Fashion-MNIST "
@@ -224,8 +225,6 @@ def _lite_experiments() -> list[Experiment]:
                    reference="FedPETuning", scale="lite",
                    notes=("the paper's vision figures were not available to us: no paper column",)),
     ]
-    text = [e for e in exps if e.name != "lite/vision"]
-    return [replace(e, cells=_with_long_layer_alignment(e.cells)) if e in text else e for e in exps]
 
 
 REGISTRY: dict[str, Experiment] = {e.name: e for e in _paper_experiments() + _lite_experiments()}

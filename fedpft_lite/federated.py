@@ -293,11 +293,9 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
     start = 1
     if saved is None:
         server.log["before_rounds"] = server.method.before_rounds(server)
-        clients.start(server)
-        _attach_lora(server)
-    else:
-        clients.start(server)
-        _attach_lora(server)
+    clients.start(server)
+    _attach_lora(server)
+    if saved is not None:
         ckpt = Path(cfg.output_dir) / CKPT
         if (ckpt / "server_proxy.safetensors").exists():
             server.proxy.load_state_dict(load_file(str(ckpt / "server_proxy.safetensors")), strict=False)

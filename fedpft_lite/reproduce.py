@@ -87,10 +87,9 @@ def _check_resources(exp: Experiment, device, allow_cpu: bool) -> None:
     if exp.scale != "paper":
         return
     from .models import HubUnreachableError, offline_hint
-    from .utils import hub_reachable
+    from .utils import hub_offline, hub_reachable
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if not offline and not hub_reachable():
+    if not hub_offline() and not hub_reachable():
         raise HubUnreachableError(
             f"{exp.name} loads {exp.base['model']} and {exp.base['task']} from the Hugging Face hub, "
             "which is unreachable from here (with both in your local cache, set HF_HUB_OFFLINE=1). "
@@ -162,10 +161,10 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
 
     exp = get_experiment(name) if isinstance(name, str) else name
     verbose = progress if verbose is None else verbose
+    quick = is_quick() if quick is None else quick
     todo = plan(exp, seeds, quick, device, cells)             # every config checked first
     dev = pick_device(device)
     _check_resources(exp, dev, allow_cpu)
-    quick = is_quick() if quick is None else quick
     root = Path(root)
     out = summary_folder(exp.name, root, quick)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,8 +213,6 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
 def _append_invocation(path: Path, name: str, call: dict) -> None:
     """meta.json keeps every invocation (a reproduction may be spread over several)."""
     meta = json.loads(path.read_text()) if path.exists() else {"experiment": name, "invocations": []}
-    if "invocations" not in meta:                # an older single-invocation record
-        meta = {"experiment": name, "invocations": [{k: v for k, v in meta.items() if k != "experiment"}]}
     meta["invocations"].append(call)
     path.write_text(json.dumps(meta, indent=1))
 

@@ -38,6 +38,14 @@ def seed_statistics(summary: pd.DataFrame, metric: str = "fm_accuracy") -> pd.Da
     return pd.DataFrame({"ours %": 100 * g.mean(), "± sd": 100 * g.std(ddof=1), "seeds": g.count()})
 
 
+def same_seed_gaps(summary: pd.DataFrame, reference: str, metric: str = "fm_accuracy") -> pd.DataFrame:
+    """Per seed (rows) and cell (columns): the cell's metric minus the reference cell's, in points.
+    Cells of one seed share clients, sampling and test set, so these differences are less noisy
+    than either accuracy."""
+    wide = summary.pivot_table(index="seed", columns="cell", values=metric) * 100
+    return wide.sub(wide[reference], axis=0)
+
+
 def comparison_table(experiment: str | Experiment, summary: pd.DataFrame,
                      metric: str = "fm_accuracy") -> pd.DataFrame:
     """One row per cell: our mean ± sd over seeds, our gap to the reference cell (mean of the
@@ -49,9 +57,7 @@ def comparison_table(experiment: str | Experiment, summary: pd.DataFrame,
     order = [c.label for c in exp.cells if c.label in set(summary.cell)]
     df = seed_statistics(summary, metric).reindex(order)
     if exp.reference and exp.reference in df.index:
-        wide = summary.pivot_table(index="seed", columns="cell", values=metric)
-        gap = wide.sub(wide[exp.reference], axis=0) * 100           # same-seed differences
-        df[f"Δ vs {exp.reference}"] = gap.mean().reindex(order)
+        df[f"Δ vs {exp.reference}"] = same_seed_gaps(summary, exp.reference, metric).mean().reindex(order)
     paper = paper_results()
     for label, table, model, task in exp.paper_columns:
         vals = {c.label: paper_value(table, model, task, c.paper_method, c.paper_setting, paper)

@@ -68,6 +68,11 @@ def pick_device(prefer: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
+def hub_offline() -> bool:
+    """Has the user switched the hub off (``HF_HUB_OFFLINE=1``, local cache only)?"""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Can the Hugging Face hub be reached right now? Answers within ``timeout`` seconds.
 
@@ -75,7 +80,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     once, quickly, so that an offline user gets a clear message at once instead of a hang.
     ``HF_HUB_OFFLINE=1`` means no, without asking the network.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     port = url.port or (443 if url.scheme == "https" else 80)
