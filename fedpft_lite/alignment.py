@@ -13,8 +13,10 @@
    rounds clients also report per compressed layer and FFN neuron how often its activation was
    (near) zero over their tokens (APoZ, :func:`activation_statistics`). The server sums them;
    per layer the most active (lowest APoZ) 1 − p of the neurons stay frozen and the other p are
-   distilled with teacher = FM + the *aggregated* LoRA and head, student = sub-FM + the same.
-   Only the updated neurons' weights ship to clients.
+   distilled with teacher = FM + the *aggregated* LoRA and head, student = sub-FM + the same;
+   each compressed layer's b_out and post-FFN LayerNorm are retrained with them, as in the
+   authors' code (:func:`dense_ffn_parameters`). Runs in rounds t, 2t, ... before the last
+   (``methods.is_alignment_round``). Only what changed ships to clients (:func:`ffn_patch`).
 
 APoZ for GELU: exact zeros are rare, so a neuron counts as "off" for a token when
 |activation| ≤ ``APOZ_THRESHOLD`` (0.01; GELU is that small only for strongly negative inputs,
@@ -102,6 +104,21 @@ def ffn_parameters(model, layers: list[int], with_norm: bool) -> list[torch.nn.P
         if with_norm and arch.ffn_norm:
             params += list(blocks[i].get_submodule(arch.ffn_norm).parameters())
     return params
+
+
+def dense_ffn_parameters(block, arch) -> dict[str, torch.nn.Parameter]:
+    """A layer's FFN parameters that belong to no single neuron: b_out and, in post-LN families
+    such as BERT, the LayerNorm after the FFN. The authors' neuron-level alignment retrains them
+    with the selected neurons; they are small (3 x hidden values per layer) and let the layer
+    follow the shift that the clients' LoRA causes in the teacher."""
+    out = {}
+    w_out = block.get_submodule(arch.ffn_out)
+    if w_out.bias is not None:
+        out["b_out"] = w_out.bias
+    if arch.ffn_norm:
+        for n, p in block.get_submodule(arch.ffn_norm).named_parameters():
+            out[f"norm.{n}"] = p
+    return out
 
 
 class only_trainable:
@@ -276,7 +293,7 @@ def select_neurons_to_update(apoz: torch.Tensor, p: float) -> torch.Tensor:
 def neuron_level_alignment(server, rnd: int, client_stats: list[dict], progress: bool = False) -> dict:
     """Distil the least-active neurons of the sub-FM's compressed layers, teacher = FM + the
     aggregated LoRA and head, student = sub-FM + the same; return history fields."""
-    from .lora import load_trainable_state, plug_back
+    from .lora import load_trainable_state, plug_back, state_bytes
 
     cfg, fm, sub = server.cfg, server.fm, server.proxy
     layers = compressed_layers(sub)
@@ -298,6 +315,7 @@ def neuron_level_alignment(server, rnd: int, client_stats: list[dict], progress:
         if w_in.bias is not None:
             masks[w_in.bias] = row                        # b_in entries
             params.append(w_in.bias)
+        params += list(dense_ffn_parameters(blocks[i], arch).values())   # b_out, LayerNorm: whole
     loader = public_loader(server, (0xA12, rnd))
     held_out = public_loader(server, (0xA11, 1), held_out=True)
     before = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=4)
@@ -307,12 +325,9 @@ def neuron_level_alignment(server, rnd: int, client_stats: list[dict], progress:
                         desc=f"neuron-level alignment (round {rnd})")
     after = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=4)
     # What ships to clients with the next round: the updated neurons' W_in rows (+ b_in) and
-    # W_out columns, plus their indices, for every client sampled next round.
-    per_client = 0
-    for i in layers:
-        w_in, w_out = ffn_linears(blocks[i], arch)
-        n = len(updated[i])
-        per_client += n * (w_in.in_features + (1 if w_in.bias is not None else 0) + w_out.out_features) * 4 + n * 4
+    # W_out columns with their indices, and each layer's b_out and LayerNorm, for every client
+    # sampled next round.
+    per_client = state_bytes(ffn_patch(sub, updated))
     server.log.setdefault("neuron_level", []).append(
         {"round": rnd, "updated": {str(i): updated[i].tolist() for i in layers},
          "apoz": {str(i): apoz[i].tolist() for i in layers}})
@@ -336,9 +351,10 @@ def aligned_neurons(log: dict) -> dict[int, torch.Tensor]:
 def ffn_patch(model, neurons: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The current weights of the given FFN neurons: per layer i, ``{i}.index`` (int32),
     ``{i}.w_in`` (their W_in rows), ``{i}.b_in`` (their b_in entries) and ``{i}.w_out`` (their
-    W_out columns). What a server that aligned the sub-FM ships so that a client holding the
-    published sub-FM gets the aligned one; the neurons alignment did not select are bit-identical
-    on both sides, so they need not travel."""
+    W_out columns), plus the layer's :func:`dense_ffn_parameters` (``{i}.b_out``,
+    ``{i}.norm.weight`` / ``.bias``). What a server that aligned the sub-FM ships so that a client
+    holding the published sub-FM gets the aligned one; the neurons alignment did not select are
+    bit-identical on both sides, so they need not travel."""
     arch, blocks = arch_of(model.backbone), get_layers(model.backbone)
     patch = {}
     for i, idx in neurons.items():
@@ -349,6 +365,8 @@ def ffn_patch(model, neurons: dict[int, torch.Tensor]) -> dict[str, torch.Tensor
         if w_in.bias is not None:
             patch[f"{i}.b_in"] = w_in.bias.detach()[idx.to(w_in.bias.device)].cpu().contiguous()
         patch[f"{i}.w_out"] = w_out.weight.detach()[:, idx.to(w_out.weight.device)].cpu().contiguous()
+        for name, p in dense_ffn_parameters(blocks[i], arch).items():
+            patch[f"{i}.{name}"] = p.detach().cpu().contiguous()
     return patch
 
 
@@ -363,6 +381,7 @@ def apply_ffn_patch(model, patch: dict[str, torch.Tensor]) -> None:
         w_in, w_out = ffn_linears(blocks[i], arch)
         n = len(patch[f"{i}.index"])
         want = {"w_in": (n, w_in.in_features), "w_out": (w_out.out_features, n), "b_in": (n,)}
+        want.update({name: tuple(p.shape) for name, p in dense_ffn_parameters(blocks[i], arch).items()})
         for part, shape in want.items():
             key = f"{i}.{part}"
             if key in patch and tuple(patch[key].shape) != shape:
@@ -377,3 +396,6 @@ def apply_ffn_patch(model, patch: dict[str, torch.Tensor]) -> None:
         if w_in.bias is not None and f"{i}.b_in" in patch:
             w_in.bias[idx] = patch[f"{i}.b_in"].to(w_in.bias)
         w_out.weight[:, idx] = patch[f"{i}.w_out"].to(w_out.weight)
+        for name, p in dense_ffn_parameters(blocks[i], arch).items():
+            if f"{i}.{name}" in patch:
+                p.copy_(patch[f"{i}.{name}"].to(p))

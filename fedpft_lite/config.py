@@ -13,12 +13,28 @@ from pathlib import Path
 METHODS = ("fedpft", "fedot", "fedpetuning")
 
 
+def _as_field_type(name: str, value):
+    """YAML reads ``3e-3`` (no dot) as a string; give numeric fields numbers, so that
+    ``--set lr=3e-3`` means what it says. Anything else is left for ``validate`` to judge."""
+    f = {f.name: f for f in fields(FedConfig)}.get(name)
+    if f is None or not isinstance(value, str):
+        return value
+    kind = str(f.type)
+    for typ in (int, float):
+        if kind.startswith(typ.__name__):
+            try:
+                return typ(value)
+            except ValueError:
+                return value
+    return value
+
+
 @dataclass
 class FedConfig:
     # what
     method: str = "fedpft"                 # fedpft | fedot | fedpetuning
     model: str = "minilm"                  # hub id, local folder, or "minilm" (offline default)
-    task: str = "bbc-news"
+    task: str = "bbc-word-order"           # the offline default; see fedpft_lite.data.TASKS
     max_length: int = 64
     max_train: int | None = None           # seeded subsets (quick runs); None = all
     max_test: int | None = None
@@ -31,7 +47,7 @@ class FedConfig:
     labels_per_client: int = 2             # shards
     min_client_size: int = 2
     # local training (the paper, text: AdamW, lr 8e-4, batch 16, 1 epoch, clip 1.0)
-    rounds: int = 10
+    rounds: int = 20
     local_epochs: int = 1
     batch_size: int = 16
     lr: float = 8e-4
@@ -47,9 +63,11 @@ class FedConfig:
     keep_ratio: float = 0.25
     retained_layers: list = field(default_factory=lambda: [0, -1])
     criterion: str = "saliency"
-    # FedPFT alignment (Module 2): before FL (layer-level) and every t rounds (neuron-level)
-    align_before: bool = False
-    align_during: bool = False
+    # FedPFT alignment (Module 2): before FL (layer-level) and every t rounds (neuron-level).
+    # None = the method's default: both on for FedPFT (the paper's method), off otherwise; set
+    # False for the ablation variants (FedPFT_N / _B / _D).
+    align_before: bool | None = None
+    align_during: bool | None = None
     align_every: int = 10                  # t
     align_fraction: float = 0.5            # p: share of least-active neurons updated
     align_steps: int = 100                 # distillation steps per alignment
@@ -109,7 +127,8 @@ class FedConfig:
             if "=" not in pair:
                 raise ValueError(f"override {pair!r} must look like key=value")
             k, v = pair.split("=", 1)
-            d[k.strip().replace("-", "_")] = yaml.safe_load(v)
+            k = k.strip().replace("-", "_")
+            d[k] = _as_field_type(k, yaml.safe_load(v))
         return FedConfig.from_dict(d)
 
     # -- checks ----------------------------------------------------------------------------
@@ -123,6 +142,15 @@ class FedConfig:
         def need(cond, msg):
             if not cond:
                 errors.append(msg)
+
+        for f in fields(self):  # types first: the range checks below compare numbers
+            v, kind = getattr(self, f.name), str(f.type)
+            if kind.startswith(("int", "float")) and v is not None:
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+                need(ok and (kind.startswith("float") or isinstance(v, int)),
+                     f"{f.name} must be {'an integer' if kind.startswith('int') else 'a number'}, got {v!r}")
+        if errors:
+            raise ValueError("invalid FedConfig:\n  - " + "\n  - ".join(errors))
 
         need(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
         need(self.partition in SCHEMES, f"partition must be one of {SCHEMES}, got {self.partition!r}")
@@ -150,9 +178,17 @@ class FedConfig:
         need(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         need(self.max_length >= 8, f"max_length must be >= 8, got {self.max_length}")
         need(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an int >= 0, got {self.seed}")
+        for name in ("align_before", "align_during"):
+            need(getattr(self, name) in (None, True, False), f"{name} must be true, false or null, "
+                 f"got {getattr(self, name)!r}")
         if self.method != "fedpft":
             need(not (self.align_before or self.align_during),
                  f"align_before/align_during are FedPFT's alignment; method {self.method!r} has none")
+        if self.aligns_during and isinstance(self.rounds, int) and self.align_every >= 1:
+            need(self.align_every < self.rounds,
+                 f"neuron-level alignment every t={self.align_every} rounds never runs in a "
+                 f"{self.rounds}-round run (an alignment after the last round could not reach the FM, "
+                 "so none is done then): set align_every < rounds, or align_during=false")
         if self.resume:
             need(self.output_dir is not None, "resume=True needs output_dir (where the checkpoint is)")
         need(not (self.resume and self.overwrite), "resume and overwrite exclude each other")
@@ -162,6 +198,21 @@ class FedConfig:
         if errors:
             raise ValueError("invalid FedConfig:\n  - " + "\n  - ".join(errors))
         return self
+
+    @property
+    def aligns_before(self) -> bool:
+        """Layer-level alignment before FL: on for FedPFT unless switched off."""
+        return self.method == "fedpft" if self.align_before is None else bool(self.align_before)
+
+    @property
+    def aligns_during(self) -> bool:
+        """Neuron-level alignment every t rounds: on for FedPFT unless switched off."""
+        return self.method == "fedpft" if self.align_during is None else bool(self.align_during)
+
+    def resolved(self) -> "FedConfig":
+        """The same config with method defaults written out (``align_before``/``align_during``
+        as booleans): what a run actually does, and what names its results."""
+        return self.replace(align_before=self.aligns_before, align_during=self.aligns_during)
 
     @property
     def layer_level_steps(self) -> int:

@@ -81,6 +81,7 @@ class Server:
     parts: list
     test_loader: object
     public: object = None              # encoded public unlabelled split (server only)
+    val_loader: object = None          # the task's validation split, if it has one: choose settings here
     global_state: dict = field(default_factory=dict)
     history: History = field(default_factory=History)
     log: dict = field(default_factory=dict)
@@ -129,7 +130,7 @@ def save_checkpoint(server: Server, rnd: int) -> Path:
     tmp = folder.with_name(CKPT + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     save_file(dict(server.global_state), str(tmp / "global_state.safetensors"))
-    if server.cfg.method == "fedpft" and (server.cfg.align_before or server.cfg.align_during):
+    if server.cfg.aligns_before or server.cfg.aligns_during:
         save_file(server.server_owned_state(), str(tmp / "server_proxy.safetensors"))
     rng_tensors, rng_meta = _rng_state()
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
@@ -254,7 +255,8 @@ def setup(cfg: FedConfig, progress: bool = True, client_data: bool = True) -> Se
     server = Server(cfg=cfg, device=device, fm=fm.to(device), proxy=proxy.to(device),
                     preprocessor=pre, method=method, train=enc.get("train"), parts=parts,
                     test_loader=make_loader(enc["test"], pre, cfg.eval_batch_size), public=public,
-                    progress=progress)
+                    val_loader=make_loader(enc["validation"], pre, cfg.eval_batch_size)
+                    if "validation" in enc else None, progress=progress)
     return server
 
 
@@ -285,7 +287,7 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
         clients: where clients run: :class:`LocalClients` (default, this process) or
             ``fedpft_lite.flower``'s nodes.
     """
-    cfg.validate()
+    cfg = cfg.validate().resolved()   # method defaults written out: what runs is what is saved
     clients = LocalClients() if clients is None else clients
     saved = check_output_dir(cfg)  # before any model is loaded
     t_setup = time.time()
@@ -364,6 +366,8 @@ def finish_round(server: Server, rnd: int, sampled: list[int], lr: float,
         plug_back(server.fm, server.global_state)
         fm_eval = evaluate(server.fm, server.test_loader, server.device)
         row.update(fm_accuracy=fm_eval["accuracy"], fm_loss=fm_eval["loss"])
+        if server.val_loader is not None:   # settings are chosen on this, never on the test split
+            row["fm_val_accuracy"] = evaluate(server.fm, server.val_loader, server.device)["accuracy"]
         if cfg.eval_proxy == "every" or (cfg.eval_proxy == "final" and rnd == cfg.rounds):
             load_trainable_state(server.proxy, server.global_state)
             row["proxy_accuracy"] = evaluate(server.proxy, server.test_loader, server.device)["accuracy"]
@@ -378,6 +382,7 @@ def write_results(server: Server) -> Path:
     h.save(out)
     save_file(dict(server.global_state), str(out / "global_state.safetensors"))
     summary = {"method": cfg.method, "fm_accuracy": h.final("fm_accuracy"),
+               "fm_val_accuracy": h.final("fm_val_accuracy"),
                "proxy_accuracy": h.final("proxy_accuracy"), "rounds": len(h),
                "mean_bytes_down_per_round": float(np.mean([r["bytes_down"] for r in h])),
                "mean_bytes_up_per_round": float(np.mean([r["bytes_up"] for r in h])),

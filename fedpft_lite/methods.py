@@ -74,13 +74,13 @@ class FedPFT(Method):
         return compress_ffn(fm, cfg.keep_ratio, tuple(cfg.retained_layers), cfg.criterion, seed=cfg.seed)
 
     def before_rounds(self, server) -> dict:
-        if not server.cfg.align_before:
+        if not server.cfg.aligns_before:
             return {}
         from .alignment import layer_level_alignment
         return layer_level_alignment(server)
 
     def wants_activations(self, server, rnd: int) -> bool:
-        return server.cfg.align_during and is_alignment_round(rnd, server.cfg.align_every)
+        return server.cfg.aligns_during and is_alignment_round(rnd, server.cfg.align_every, server.cfg.rounds)
 
     def after_aggregation(self, server, rnd: int, client_stats: list) -> dict:
         if not self.wants_activations(server, rnd):
@@ -89,11 +89,15 @@ class FedPFT(Method):
         return neuron_level_alignment(server, rnd, client_stats)
 
 
-def is_alignment_round(rnd: int, t: int) -> bool:
-    """Rounds t, 2t, 3t, ... (1-based), including when the run has exactly t rounds.
+def is_alignment_round(rnd: int, t: int, rounds: int) -> bool:
+    """Rounds t, 2t, 3t, ... (1-based) before the last one.
 
-    (The trap: ``rnd % t == 0 and t < rounds`` never aligns a 10-round run with t = 10.)"""
-    return rnd >= 1 and rnd % t == 0
+    Neuron-level alignment changes only the sub-FM's FFNs, which reach the evaluated FM through
+    the clients' training in *later* rounds (the full FM never carries sub-FFN weights). So an
+    alignment after the last round's aggregation could not change the result; the authors' code
+    likewise sets alignment up only when t < rounds. A run with no alignment round although
+    alignment is on is refused by ``FedConfig.validate`` (the trap of silently never aligning)."""
+    return 1 <= rnd < rounds and rnd % t == 0
 
 
 METHOD_CLASSES = {"fedpetuning": FedPETuning, "fedot": FedOT, "fedpft": FedPFT}

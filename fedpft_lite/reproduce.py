@@ -33,15 +33,20 @@ NOT_IN_KEY = {"output_dir", "resume", "overwrite", "device", "eval_batch_size", 
 #: Fields added to FedConfig after results were first stored, with their defaults: part of a key
 #: only when set otherwise, so the keys (and stored runs) of earlier configs stay valid.
 ADDED_LATER = {"align_before_steps": None}
-SUMMARY_COLUMNS = ["experiment", "cell", "seed", "method", "fm_accuracy", "proxy_accuracy",
+#: Bumped when the engine changes what a run with an unchanged config computes, so such runs are
+#: never reused: 2 = neuron-level alignment skips the last round and also trains b_out and the
+#: post-FFN LayerNorm (results of engine 1 are archived in data/results/archive/).
+ENGINE = 2
+SUMMARY_COLUMNS = ["experiment", "cell", "seed", "method", "fm_accuracy", "fm_val_accuracy", "proxy_accuracy",
                    "mib_down_per_round", "mib_up_per_round", "seconds", "device", "run"]
 
 
 def run_key(cfg: FedConfig, device_type: str) -> str:
-    """A short stable name for what a config computes on a kind of device."""
-    d = {k: v for k, v in cfg.to_dict().items()
+    """A short stable name for what a config computes on a kind of device (method defaults
+    resolved, so ``align_before=None`` and its resolved value name the same run)."""
+    d = {k: v for k, v in cfg.resolved().to_dict().items()
          if k not in NOT_IN_KEY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
-    blob = json.dumps({"config": d, "device": device_type}, sort_keys=True)
+    blob = json.dumps({"config": d, "device": device_type, "engine": ENGINE}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -140,7 +145,8 @@ def _alive(pid: int) -> bool:
 
 def _row(exp: Experiment, cell: str, seed: int, key: str, device_type: str, res: dict) -> dict:
     return {"experiment": exp.name, "cell": cell, "seed": seed, "method": res["method"],
-            "fm_accuracy": res["fm_accuracy"], "proxy_accuracy": res["proxy_accuracy"],
+            "fm_accuracy": res["fm_accuracy"], "fm_val_accuracy": res.get("fm_val_accuracy"),
+            "proxy_accuracy": res["proxy_accuracy"],
             "mib_down_per_round": res["mean_bytes_down_per_round"] / 2**20,
             "mib_up_per_round": res["mean_bytes_up_per_round"] / 2**20,
             "seconds": res["seconds"], "device": device_type, "run": key}

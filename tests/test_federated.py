@@ -18,7 +18,8 @@ from fedpft_lite.models import load_foundation_model
 def small(tiny_model, **kw):
     base = dict(model=tiny_model, task="bbc-news", max_train=160, max_test=64, num_clients=4,
                 fraction=0.5, rounds=2, batch_size=16, lr=5e-3, lora_r=4, max_length=32,
-                eval_batch_size=32, partition="dirichlet", alpha=1.0, device="cpu")
+                eval_batch_size=32, partition="dirichlet", alpha=1.0, device="cpu",
+                align_before=False, align_during=False)   # FedPFT's alignment: tests/test_alignment.py
     base.update(kw)
     return FedConfig(**base)
 
@@ -52,10 +53,18 @@ def test_fedavg_rejects_mismatched_states():
 
 
 # -- schedule -------------------------------------------------------------------------------------
-def test_alignment_rounds_are_exactly_multiples_of_t():
-    assert [r for r in range(1, 31) if is_alignment_round(r, 10)] == [10, 20, 30]
-    assert [r for r in range(1, 11) if is_alignment_round(r, 10)] == [10]  # rounds == t aligns
-    assert not any(is_alignment_round(r, 5) for r in (0, 1, 4, 6, 9))
+def test_alignment_rounds_are_multiples_of_t_before_the_last_round():
+    assert [r for r in range(1, 31) if is_alignment_round(r, 10, 30)] == [10, 20]
+    assert [r for r in range(1, 32) if is_alignment_round(r, 10, 31)] == [10, 20, 30]
+    assert not any(is_alignment_round(r, 5, 20) for r in (0, 1, 4, 6, 9))
+
+
+def test_a_run_where_neuron_level_alignment_would_never_run_is_refused():
+    # the trap: t = rounds aligns nowhere useful; say so instead of silently never aligning
+    with pytest.raises(ValueError, match="never runs"):
+        FedConfig(method="fedpft", rounds=10, align_every=10).validate()
+    FedConfig(method="fedpft", rounds=10, align_every=10, align_during=False).validate()
+    FedConfig(method="fedot", rounds=10, align_every=10).validate()   # FedOT has no alignment
 
 
 def test_lr_decays_linearly_but_never_wastes_the_last_round():
@@ -166,4 +175,5 @@ def test_unknown_config_keys_and_files(tmp_path):
 
 def test_a_text_model_on_an_image_task_is_refused_before_any_training():
     with pytest.raises(ValueError, match="holds images but model 'minilm' is a text model.*vit-tiny-fmnist"):
-        run_federated(FedConfig(model="minilm", task="digits", num_clients=2, rounds=1), progress=False)
+        run_federated(FedConfig(method="fedpetuning", model="minilm", task="digits", num_clients=2,
+                                rounds=1), progress=False)

@@ -94,7 +94,7 @@ def test_the_patch_turns_the_published_sub_fm_into_the_aligned_one(tiny_model):
             self.published = copy.deepcopy(server.proxy)
 
     clients, servers = Publishing(), []
-    run_federated(fedpft_config(tiny_model, rounds=2), progress=False, clients=clients,
+    run_federated(fedpft_config(tiny_model, rounds=3), progress=False, clients=clients,
                   on_round=lambda server, row: servers.append(server))
     server, published = servers[-1], clients.published
     neurons = aligned_neurons(server.log)

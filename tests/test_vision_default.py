@@ -156,13 +156,14 @@ def test_compression_keeps_first_and_last_layer_whole(vit):
 
 
 @pytest.mark.parametrize("method", ["fedpetuning", "fedot", "fedpft"])
-def test_one_federated_round_on_digits(method):
+def test_two_federated_rounds_on_digits(method):
+    # FedPFT as the paper's method: layer-level alignment before FL, neuron-level after round 1
     cfg = FedConfig(method=method, model=VISION_DEFAULT, task="digits", num_clients=4, fraction=0.5,
-                    rounds=1, batch_size=32, lr=3e-3, max_train=256, max_test=128,
-                    eval_proxy="final", seed=0)
+                    rounds=2, batch_size=32, lr=3e-3, max_train=256, max_test=128,
+                    eval_proxy="final", seed=0, align_every=1, align_steps=5)
     h = run_federated(cfg, progress=False)
-    assert len(h) == 1
-    row = h[0]
+    assert len(h) == 2 and [r["aligned"] for r in h] == [method == "fedpft", False]
+    row = h[-1]
     assert math.isfinite(row["fm_accuracy"]) and 0.0 <= row["fm_accuracy"] <= 1.0
     assert math.isfinite(row["proxy_accuracy"]) and math.isfinite(row["train_loss"])
     assert row["bytes_up"] > 0
