@@ -1,4 +1,5 @@
-"""Our numbers beside the paper's: mean and spread over seeds, gaps to a reference cell, and the
+"""Our numbers beside the paper's: means with 95 % intervals over seeds, same-seed gaps to a
+reference cell with their intervals and a verdict in words (:mod:`fedpft_lite.stats`), and the
 paper's value for the same cell read from ``paper_results.csv`` (transcribed once, with source).
 
     >>> from fedpft_lite.results import comparison_table, to_markdown
@@ -13,8 +14,18 @@ import numpy as np
 import pandas as pd
 
 from .experiments import Experiment, get_experiment
+from .stats import Interval, describe_difference, mean_interval, paired_difference
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
+#: The committed lite results, in a checkout of the repository (not in an installed wheel).
+COMMITTED_ROOT = Path(__file__).resolve().parents[1] / "data" / "results" / "reproduce"
+
+
+def committed_summary(name: str) -> pd.DataFrame | None:
+    """The committed summary of a lite experiment (``data/results/reproduce/<name>/summary.csv``),
+    or None where this installation has no checkout of the repository's data folder."""
+    path = COMMITTED_ROOT / name / "summary.csv"
+    return pd.read_csv(path) if path.exists() else None
 
 
 def paper_results() -> pd.DataFrame:
@@ -33,9 +44,12 @@ def paper_value(table: str, model: str, task: str, method: str, setting: str = "
 
 
 def seed_statistics(summary: pd.DataFrame, metric: str = "fm_accuracy") -> pd.DataFrame:
-    """Per cell: mean and sample standard deviation (ddof 1) over seeds, in %, and the seed count."""
-    g = summary.groupby("cell", sort=False)[metric]
-    return pd.DataFrame({"ours %": 100 * g.mean(), "± sd": 100 * g.std(ddof=1), "seeds": g.count()})
+    """Per cell: mean over seeds in %, the half-width of its 95 % t-interval, and the seed count."""
+    rows = {}
+    for cell, g in summary.groupby("cell", sort=False):
+        iv = mean_interval(100 * g[metric].to_numpy(dtype=float))
+        rows[cell] = {"ours %": iv.mean, "95% CI ±": iv.half, "seeds": iv.n}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def same_seed_gaps(summary: pd.DataFrame, reference: str, metric: str = "fm_accuracy") -> pd.DataFrame:
@@ -46,27 +60,58 @@ def same_seed_gaps(summary: pd.DataFrame, reference: str, metric: str = "fm_accu
     return wide.sub(wide[reference], axis=0)
 
 
+def paired(summary: pd.DataFrame, a: str, b: str, metric: str = "fm_accuracy") -> Interval:
+    """The same-seed difference a - b (points) with its 95 % interval, over the seeds both ran."""
+    wide = summary.pivot_table(index="seed", columns="cell", values=metric) * 100
+    for c in (a, b):
+        if c not in wide:
+            raise KeyError(f"no results for cell {c!r}; cells: {list(wide.columns)}")
+    return paired_difference(wide[a].dropna().to_dict(), wide[b].dropna().to_dict())
+
+
 def comparison_table(experiment: str | Experiment, summary: pd.DataFrame,
                      metric: str = "fm_accuracy") -> pd.DataFrame:
-    """One row per cell: our mean ± sd over seeds, our gap to the reference cell (mean of the
-    same-seed differences), and the paper's value and gap for each of the experiment's paper columns."""
+    """One row per cell: our mean over seeds with its 95 % interval; the same-seed difference to
+    the reference cell with its interval and a verdict in words ("better", "worse", "not
+    distinguishable"); and the paper's value and gap for each of the experiment's paper columns."""
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
     summary = summary[summary.experiment == exp.name] if "experiment" in summary else summary
     if summary.empty:
         raise ValueError(f"the summary holds no rows of {exp.name}")
     order = [c.label for c in exp.cells if c.label in set(summary.cell)]
     df = seed_statistics(summary, metric).reindex(order)
-    if exp.reference and exp.reference in df.index:
-        df[f"Δ vs {exp.reference}"] = same_seed_gaps(summary, exp.reference, metric).mean().reindex(order)
+    ref = exp.reference
+    if ref and ref in df.index:
+        diffs = {c: paired(summary, c, ref, metric) for c in order}
+        df[f"Δ vs {ref}"] = [diffs[c].mean for c in order]
+        df["Δ 95% CI ±"] = [diffs[c].half for c in order]
+        df["Δ verdict"] = ["reference" if c == ref else _word(diffs[c]) for c in order]
     paper = paper_results()
     for label, table, model, task in exp.paper_columns:
         vals = {c.label: paper_value(table, model, task, c.paper_method, c.paper_setting, paper)
                 for c in exp.cells if c.label in df.index and c.paper_method}
         df[label] = pd.Series(vals, dtype=float).reindex(order)
-        if exp.reference and exp.reference in vals and vals[exp.reference] is not None:
-            df[f"{label} Δ"] = df[label] - vals[exp.reference]
+        if ref and ref in vals and vals[ref] is not None:
+            df[f"{label} Δ"] = df[label] - vals[ref]
     df.index.name = exp.name
     return df
+
+
+def describe_comparisons(experiment: str | Experiment, summary: pd.DataFrame,
+                         metric: str = "fm_accuracy") -> list[str]:
+    """One sentence per pair in the experiment's ``comparisons`` whose cells have results: the
+    same-seed difference with its 95 % interval and whether the two are distinguishable."""
+    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    summary = summary[summary.experiment == exp.name] if "experiment" in summary else summary
+    have = set(summary.cell)
+    return [describe_difference(paired(summary, a, b, metric), a, b)
+            for a, b in exp.comparisons if a in have and b in have]
+
+
+def _word(diff: Interval) -> str:
+    if not diff.excludes_zero:
+        return "not distinguishable"
+    return "better" if diff.mean > 0 else "worse"
 
 
 def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:

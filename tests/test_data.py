@@ -388,3 +388,25 @@ def test_word_order_is_deterministic_and_keeps_the_bag_of_words(word_order):
     assert sorted(cols["label"]) == [0, 1]
     for t, orig in zip(cols["text"], ["one two three four five six", "alpha beta gamma delta epsilon zeta"]):
         assert sorted(t.split()) == sorted(orig.split())                  # same words, maybe reordered
+
+
+def test_frozen_baselines_choose_on_validation_and_see_word_order_only_in_the_middle_layers():
+    """The frozen-feature baselines (linear probes on the last and on all layers, weight decay
+    chosen on validation) on bbc-word-order: the last layer's pooled features, what a sentence
+    embedding is, barely see a reversed span; the middle layers do (the full-data figures are in
+    data/results/probe_bbc-word-order_minilm*.json)."""
+    from fedpft_lite import load_foundation_model
+    from fedpft_lite.evaluation import frozen_baselines
+
+    ds = load_task("bbc-word-order", max_train=1500, max_test=500)
+    model, tok = load_foundation_model("minilm", num_labels=2)
+    res = frozen_baselines(model, tok, ds, progress=False)
+    assert set(res["probes"]) == {"last-layer pooled", "all-layers pooled"}
+    best = res["probes"][res["best"]]
+    assert best["val_accuracy"] == max(p["val_accuracy"] for p in res["probes"].values())
+    assert res["test_accuracy"] == best["test_accuracy"] and res["n_val"] == 500 == res["n_test"]
+    for p in res["probes"].values():
+        assert p["weight_decay"] in (1e-4, 1e-1, 1.0) and len(p["val_by_weight_decay"]) == 3
+    last, every = res["probes"]["last-layer pooled"], res["probes"]["all-layers pooled"]
+    assert 0.4 < last["test_accuracy"] < 0.66                   # near chance
+    assert every["val_accuracy"] > last["val_accuracy"] + 0.03  # the middle layers see the reversal

@@ -14,7 +14,10 @@ from fedpft_lite.results import comparison_table, ordering, paper_results, paper
 
 # -- registry ----------------------------------------------------------------------------------
 def test_every_entry_resolves_to_a_valid_config_for_every_cell_and_seed():
-    assert len(REGISTRY) == 23
+    assert len(REGISTRY) == 26
+    assert {e.name for e in list_experiments("lite")} == {
+        "lite/table1", "lite/table2", "lite/ablation", "lite/params", "lite/neuron-steps",
+        "lite/table1-mpnet", "lite/topics", "lite/vision"}
     for exp in REGISTRY.values():
         assert len({c.label for c in exp.cells}) == len(exp.cells), exp.name
         for cell in exp.cells:
@@ -50,7 +53,11 @@ def test_the_registry_covers_the_papers_tables():
             cfg.keep_ratio, cfg.align_every, cfg.align_fraction) == (100, 0.1, 8e-4, 16, 8, 48, 0.25, 10, 0.5)
     # every lite experiment runs offline
     for exp in list_experiments("lite"):
-        assert exp.base["model"] in ("minilm", "vit-tiny-fmnist") and exp.needs == "offline, CPU"
+        assert exp.base["model"] in ("minilm", "mpnet", "vit-tiny-fmnist") and exp.needs == "offline, CPU"
+    # the default text setting is the task a frozen model cannot do; FedPFT there is the paper's
+    assert get_experiment("lite/table1").base["task"] == "bbc-word-order"
+    t1 = get_experiment("lite/table1").config("FedPFT", 0)
+    assert t1.aligns_before and t1.aligns_during and t1.align_every < t1.rounds
 
 
 def test_every_paper_cell_has_the_papers_number():
@@ -86,16 +93,22 @@ def test_comparison_table_means_spreads_same_seed_gaps_and_paper_columns():
     df = comparison_table("lite/table1", summary)
     assert list(df.index) == list(TABLE1_METHODS)
     assert df.loc["FedOT", "ours %"] == pytest.approx(72.0)
-    assert df.loc["FedOT", "± sd"] == pytest.approx(2.0)
+    # 95 % t-interval: t(0.975, 2 dof) = 4.303 times sd 2.0 / sqrt(3)
+    assert df.loc["FedOT", "95% CI ±"] == pytest.approx(4.3027 * 2.0 / 3 ** 0.5, rel=1e-4)
     assert df.loc["FedPFT", "Δ vs FedPETuning"] == pytest.approx(-1.0)   # mean of -1, -2, 0
+    # same-seed gaps -1, -2, 0: sd 1, the interval -1 ± 2.48 holds 0; FedOT's -10, -8, -12 does not
+    assert df.loc["FedPFT", "Δ 95% CI ±"] == pytest.approx(4.3027 / 3 ** 0.5, rel=1e-4)
+    assert df.loc["FedPFT", "Δ verdict"] == "not distinguishable"
+    assert df.loc["FedOT", "Δ verdict"] == "worse"
+    assert df.loc["FedPETuning", "Δ verdict"] == "reference"
     assert df.loc["FedPETuning", "seeds"] == 3
     assert df.loc["FedOT", "paper BERT-base QNLI"] == 83.9
     assert df.loc["FedOT", "paper BERT-base QNLI Δ"] == pytest.approx(83.9 - 88.4)
     assert ordering(df) == ["FedPETuning", "FedPFT", "FedOT"]
     md = to_markdown(df)
     lines = md.splitlines()
-    assert lines[0].startswith("| lite/table1 | ours % | ± sd |") and len(lines) == 5
-    assert "| FedOT | 72.00 | 2.00 | 3 | -10.00 | 90.40 |" in md
+    assert lines[0].startswith("| lite/table1 | ours % | 95% CI ± | seeds | Δ vs FedPETuning |") and len(lines) == 5
+    assert "| FedOT | 72.00 | 4.97 | 3 | -10.00 | 4.97 | worse | 90.40 |" in md
 
 
 def test_comparison_table_for_alpha_cells_and_missing_rows():
@@ -112,10 +125,10 @@ def test_comparison_table_for_alpha_cells_and_missing_rows():
 # -- runner ----------------------------------------------------------------------------------
 @pytest.fixture
 def tiny_experiment(tiny_model):
-    base = dict(LITE_TEXT, model=tiny_model, device="cpu", **QUICK_CHANGES)
+    base = dict(LITE_TEXT, model=tiny_model, task="bbc-news", device="cpu", **QUICK_CHANGES)  # its 5-label head
     cells = (Cell("FedPETuning", {"method": "fedpetuning"}, "FedPETuning"),
              Cell("FedPFT", {"method": "fedpft", "align_before": True, "align_during": True,
-                             "align_every": 2}, "FedPFT"))
+                             "align_every": 1}, "FedPFT"))
     return Experiment("test/tiny", "table1", "tiny", base, cells, seeds=(0,), scale="lite",
                       reference="FedPETuning")
 
@@ -145,7 +158,9 @@ def test_reproduce_writes_summary_reuses_runs_and_keeps_earlier_rows(tiny_experi
 def test_run_key_ignores_bookkeeping_but_not_settings(tiny_experiment):
     cfg = tiny_experiment.config("FedPFT", 0)
     assert run_key(cfg, "cpu") == run_key(cfg.replace(output_dir="x", overwrite=True), "cpu")
-    assert run_key(cfg, "cpu") != run_key(cfg.replace(align_every=3), "cpu")
+    assert run_key(cfg, "cpu") != run_key(cfg.replace(align_fraction=0.3), "cpu")
+    # a method default written out names the same run as the default itself
+    assert run_key(cfg.replace(align_before=None), "cpu") == run_key(cfg, "cpu")
     assert run_key(cfg, "cpu") != run_key(cfg, "cuda")
 
 
@@ -192,3 +207,30 @@ def test_a_run_being_computed_elsewhere_is_not_touched(tiny_experiment, tmp_path
     with _RunLock(run_dir):                                       # a dead holder's lock is taken over
         assert (run_dir / ".lock").read_text() == str(os.getpid())
     assert not (run_dir / ".lock").exists()
+
+
+# -- statistics: intervals and verdicts -------------------------------------------------------------
+def test_mean_interval_matches_student_t_and_handles_one_seed():
+    from fedpft_lite.stats import mean_interval
+
+    iv = mean_interval([1.0, 2.0, 3.0, 4.0])
+    # mean 2.5, sd 1.29099, t(0.975, 3) = 3.18245
+    assert iv.mean == pytest.approx(2.5) and iv.n == 4
+    assert iv.half == pytest.approx(3.18245 * 1.29099 / 2, rel=1e-4)
+    one = mean_interval([0.7])
+    assert one.mean == 0.7 and np.isnan(one.half) and not one.excludes_zero
+
+
+def test_paired_difference_uses_common_seeds_and_says_not_distinguishable():
+    from fedpft_lite.stats import describe_difference, paired_difference
+
+    a = {0: 80.0, 1: 82.0, 2: 81.0, 3: 90.0}
+    b = {0: 78.0, 1: 80.5, 2: 79.0}                # seed 3 has no partner: left out
+    d = paired_difference(a, b)
+    assert d.n == 3 and d.mean == pytest.approx(11 / 6)
+    assert d.excludes_zero                        # 2, 1.5, 2: a steady gap
+    assert describe_difference(d, "A", "B").endswith("A is better than B")
+    noisy = paired_difference({0: 80.0, 1: 70.0, 2: 85.0}, {0: 79.0, 1: 72.0, 2: 84.0})
+    assert not noisy.excludes_zero
+    assert describe_difference(noisy, "A", "B").endswith("A and B are not distinguishable")
+    assert "1 seed" in describe_difference(paired_difference({0: 1.0}, {0: 0.0}), "A", "B")
