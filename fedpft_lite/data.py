@@ -16,6 +16,7 @@ CSV / JSON file or image folder works too (:func:`load_task` with a path).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -236,6 +237,20 @@ def _load_local(path: str, text_column: str, text_pair_column: str | None, label
     return DatasetDict({"train": cut["train"], "test": cut["test"]})
 
 
+@functools.lru_cache(maxsize=8)
+def _offline_task(name: str, split_seed: int) -> DatasetDict:
+    """Built once per process (bbc-word-order takes seconds to build, and notebooks and the demo
+    load it for every run); datasets are immutable, callers get a new DatasetDict around it."""
+    if name == "bbc-word-order":
+        from .word_order import load_bbc_word_order
+        return load_bbc_word_order(split_seed=split_seed)
+    if name == "bbc-news":
+        return load_bbc_news(split_seed=split_seed)
+    if name == "digits":
+        return load_digits_task(split_seed)
+    return load_mnist_5k(split_seed)
+
+
 def load_task(name: str = DEFAULT_TASK, *, text_column: str = "text", text_pair_column: str | None = None,
               label_column: str = "label", public_fraction: float = 0.1, test_fraction: float = 0.2,
               split_seed: int = 0, max_train: int | None = None, max_test: int | None = None) -> DatasetDict:
@@ -250,15 +265,8 @@ def load_task(name: str = DEFAULT_TASK, *, text_column: str = "text", text_pair_
         max_train, max_test: keep a seeded random subset (quick runs); ``max_test`` caps
             ``validation`` too (both are evaluation splits).
     """
-    if name == "bbc-word-order":
-        from .word_order import load_bbc_word_order
-        ds = load_bbc_word_order(split_seed=split_seed)
-    elif name == "bbc-news":
-        ds = load_bbc_news(split_seed=split_seed)
-    elif name == "digits":
-        ds = load_digits_task(split_seed)
-    elif name == "mnist-5k":
-        ds = load_mnist_5k(split_seed)
+    if name in OFFLINE_TASKS:
+        ds = DatasetDict(_offline_task(name, split_seed))  # a new dict: the caps below stay ours
     elif name in HUB_TASKS:
         ds = _load_hub_task(name, public_fraction, split_seed)
     elif os.path.exists(name):

@@ -8,7 +8,9 @@ or a switch setting, e.g. ``FedPFT_N`` or ``t=10``), each run for several seeds:
     paper/ablation/bert-base/qnli   FedOT | FedPFT_N | FedPFT_B | FedPFT_D | FedPFT
     paper/params/bert-base/qnli     t = 5 / 10 / 20 and p = 0.3 / 0.5 / 0.8
     paper/vision/vit-base/cifar10   FedPETuning | FedOT | FedPFT
-    lite/table1 ... lite/vision     the same cells on MiniLM + bbc-news (and the tiny ViT + digits)
+    lite/table1 ... lite/params     the same cells on MiniLM + bbc-word-order, offline, on a CPU
+    lite/table1-mpnet, lite/topics, lite/vision, lite/neuron-steps: MPNet (the paper's shape),
+                                    bbc-news topics, the tiny ViT + digits, a dose-response
 
 ``fedpft-lite reproduce --list`` prints them; ``fedpft-lite reproduce NAME`` runs one
 (:mod:`fedpft_lite.reproduce`), and :mod:`fedpft_lite.results` sets the numbers beside the

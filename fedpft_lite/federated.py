@@ -245,13 +245,13 @@ def setup(cfg: FedConfig, progress: bool = True, client_data: bool = True) -> Se
                          "or a hub ViT, for text 'minilm' or a hub BERT/RoBERTa")
     if not client_data:
         ds = type(ds)({k: v for k, v in ds.items() if k != "train"})
+    if "public" in ds and cfg.max_public is not None and cfg.max_public < len(ds["public"]):
+        ds["public"] = ds["public"].shuffle(seed=cfg.seed).select(range(cfg.max_public))
     enc = encode(ds, pre, cfg.max_length)
     parts = client_partitions(cfg, ds["train"]["label"]) if client_data else None
     method = get_method(cfg.method)
     proxy = method.build_proxy(fm, cfg)
     public = enc.get("public")
-    if public is not None and cfg.max_public is not None and cfg.max_public < len(public):
-        public = public.shuffle(seed=cfg.seed).select(range(cfg.max_public))
     server = Server(cfg=cfg, device=device, fm=fm.to(device), proxy=proxy.to(device),
                     preprocessor=pre, method=method, train=enc.get("train"), parts=parts,
                     test_loader=make_loader(enc["test"], pre, cfg.eval_batch_size), public=public,

@@ -80,7 +80,8 @@ def test_bbc_label_order_stable_across_loads(bbc, monkeypatch):
     # Label ids must not depend on the order the file system lists the topic folders in.
     real_iterdir = pathlib.Path.iterdir
     monkeypatch.setattr(pathlib.Path, "iterdir", lambda self: iter(sorted(real_iterdir(self), reverse=True)))
-    again = load_task("bbc-news")
+    from fedpft_lite.data import load_bbc_news
+    again = load_bbc_news()            # built again, not load_task's per-process cache
     assert label_names(again) == BBC_TOPICS
     for split in ("train", "test"):
         assert again[split]["text"] == bbc[split]["text"]
@@ -104,6 +105,13 @@ def test_split_sentences():
     assert out == ["Shares rose sharply in early trading on Monday.",
                    "Analysts said the rally could continue into next week!",
                    "New paragraph starts with this line here."]
+
+
+def test_offline_tasks_are_built_once_and_callers_cannot_change_the_cache(bbc):
+    a = load_task("bbc-news", max_train=10)
+    assert len(a["train"]) == 10 and len(load_task("bbc-news")["train"]) == len(bbc["train"])
+    a["public"] = a["public"].select(range(3))
+    assert len(load_task("bbc-news")["public"]) == len(bbc["public"])
 
 
 def test_bbc_caps(bbc_small_encoded, bbc):
@@ -376,7 +384,8 @@ def test_word_order_corruption_is_one_reversed_span_inside_the_sentence(word_ord
 
 
 def test_word_order_is_deterministic_and_keeps_the_bag_of_words(word_order):
-    again = load_task("bbc-word-order")
+    from fedpft_lite.word_order import load_bbc_word_order
+    again = load_bbc_word_order()      # built again, not load_task's per-process cache
     assert again["train"]["text"] == word_order["train"]["text"]
     assert again["train"]["label"] == word_order["train"]["label"]
     from fedpft_lite.word_order import corrupt_half, reversible_starts
