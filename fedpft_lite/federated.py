@@ -366,7 +366,8 @@ def finish_round(server: Server, rnd: int, sampled: list[int], lr: float,
         plug_back(server.fm, server.global_state)
         fm_eval = evaluate(server.fm, server.test_loader, server.device)
         row.update(fm_accuracy=fm_eval["accuracy"], fm_loss=fm_eval["loss"])
-        if server.val_loader is not None:   # settings are chosen on this, never on the test split
+        if server.val_loader is not None and rnd == cfg.rounds:   # settings are chosen on the
+            # final validation accuracy, never on the test split
             row["fm_val_accuracy"] = evaluate(server.fm, server.val_loader, server.device)["accuracy"]
         if cfg.eval_proxy == "every" or (cfg.eval_proxy == "final" and rnd == cfg.rounds):
             load_trainable_state(server.proxy, server.global_state)

@@ -149,3 +149,22 @@ def test_cli_unknown_scheme_is_usage_error(capsys):
         main(["partition", "--scheme", "random"])
     assert info.value.code == 2
     assert "random" in capsys.readouterr().err
+
+
+def test_demo_quick_writes_table_plot_and_the_committed_comparison(tmp_path, capsys):
+    """The main job end to end in its quick setting: the three methods' table, the plot, and a
+    pointer to the multi-seed comparison (one seed has no interval). Accuracy is not under test:
+    the quick runs are far too small to rank methods, and the demo says so."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    md = (out / "results.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| Fed")]
+    assert [r.split("|")[1].strip() for r in rows] == ["FedPETuning", "FedOT", "FedPFT"]
+    assert "quick setting: far too small to rank the methods" in md
+    assert "One seed gives no interval" in md
+    assert (out / "demo.png").stat().st_size > 10_000
+    for m in ("fedpetuning", "fedot", "fedpft"):
+        assert (out / m / "results.json").exists()
+    # a second run refuses to overwrite the results (nothing computed is lost) unless asked
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
