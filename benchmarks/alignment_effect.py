@@ -27,7 +27,7 @@ from fedpft_lite.training import local_train
 
 
 def probe(args) -> dict:
-    cfg = FedConfig(method="fedpft", max_train=2400, max_test=256, max_public=args.max_public,
+    cfg = FedConfig(method="fedpft", task="bbc-news", max_train=2400, max_test=256, max_public=args.max_public,
                     align_steps=args.align_steps, align_lr=args.align_lr, num_clients=20, seed=0,
                     batch_size=16, device="cpu")
     server = setup(cfg, progress=False)
@@ -70,11 +70,12 @@ def main() -> None:
     print(f"gradient probe (seed 0, 4 test batches): cosine {p['unaligned']['cosine']:.3f} -> "
           f"{p['layer_aligned']['cosine']:.3f}, relative error {p['unaligned']['relative_error']:.3f} -> "
           f"{p['layer_aligned']['relative_error']:.3f} after layer-level alignment", flush=True)
-    base = FedConfig(method="fedpft", max_train=2400, max_test=1000, max_public=args.max_public,
+    base = FedConfig(method="fedpft", task="bbc-news", max_train=2400, max_test=1000, max_public=args.max_public,
                      num_clients=20, fraction=0.25, partition="dirichlet", alpha=1.0,
                      rounds=args.rounds, lr=3e-3, batch_size=16, eval_proxy="final",
                      align_every=args.align_every, align_steps=args.align_steps, align_lr=args.align_lr)
-    runs = {"FedPFT_N (no alignment)": {}, "FedPFT (both)": dict(align_before=True, align_during=True)}
+    runs = {"FedPFT_N (no alignment)": dict(align_before=False, align_during=False),
+            "FedPFT (both)": dict(align_before=True, align_during=True)}
     acc = {name: [] for name in runs}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name, extra in runs.items():

@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--methods", default="fedpetuning,fedot,fedpft")
     args = ap.parse_args()
     folder = build_model(tempfile.mkdtemp())
-    base = FedConfig(model=folder, max_train=800, max_test=400, max_public=512, num_clients=8,
+    base = FedConfig(model=folder, task="bbc-news", max_train=800, max_test=400, max_public=512, num_clients=8,
                      fraction=0.5, rounds=args.rounds, lr=3e-3, align_steps=20, align_every=1)
     devices = [args.device] + (["cpu"] if args.also_cpu else [])
     print(f"torch {torch.__version__}, cuda available {torch.cuda.is_available()}"

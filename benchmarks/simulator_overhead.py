@@ -56,7 +56,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-train", type=int, default=640)
     args = ap.parse_args()
-    cfg = FedConfig(method=args.method, max_train=args.max_train, max_test=16, num_clients=4,
+    cfg = FedConfig(method=args.method, task="bbc-news", align_before=False, align_during=False,
+                    max_train=args.max_train, max_test=16, num_clients=4,
                     fraction=1.0, rounds=2, batch_size=16, lr=3e-3, device="cpu", eval_proxy="never",
                     amp=False)
     server = setup(cfg, progress=False)
