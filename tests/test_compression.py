@@ -337,6 +337,21 @@ def test_plug_back_emulator_only_adapters_change(minilm, text_batch, train_loade
     assert (_logits(fm_l, text_batch) - ref).abs().max().item() > 1e-4
 
 
+def test_emulator_plug_back_is_exact_at_the_identity_setting(minilm, text_batch, train_loader):
+    """An emulator that drops no layer is the FM: the trained adapters plugged back must give
+    exactly the proxy's outputs. So when FedOT loses accuracy at plug-back (the vision default),
+    that is the dropped layers, not plug-back."""
+    fm, _ = minilm
+    em = build_emulator(fm, emulator_layers=4)       # 6 layers, 1 adapter per end, all 4 kept
+    assert em.structure["layer_map"] == list(range(6))
+    add_lora(em, layers=adapter_layers(em))
+    local_train(em, train_loader, lr=1e-3, max_steps=2)
+    fm_l = add_lora(copy.deepcopy(fm)).eval()
+    plug_back(fm_l, trainable_state(em))
+    em.eval()
+    torch.testing.assert_close(_logits(fm_l, text_batch), _logits(em, text_batch), rtol=0, atol=1e-5)
+
+
 def test_load_trainable_state_is_strict():
     torch.manual_seed(0)
     fm = FMClassifier(_tiny_bert(num_layers=3, hidden=16, ffn=32), 3)
