@@ -249,7 +249,7 @@ def cmd_run(args) -> int:
 def cmd_reproduce(args) -> int:
     from .experiments import get_experiment, list_experiments
     from .reproduce import load_summary, reproduce
-    from .results import comparison_table, to_markdown
+    from .results import comparison_table, describe_comparisons, to_markdown
     from .utils import is_quick
 
     if args.list or not args.name:
@@ -272,6 +272,8 @@ def cmd_reproduce(args) -> int:
                             command="fedpft-lite " + " ".join(sys.argv[1:]))
     print(f"\n{exp.description} ({', '.join(exp.notes) if exp.scale == 'lite' else exp.needs})")
     print(to_markdown(comparison_table(exp, summary)))
+    for sentence in describe_comparisons(exp, summary):   # same-seed differences, in words
+        print(f"  - {sentence}")
     return 0
 
 

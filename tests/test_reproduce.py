@@ -9,7 +9,8 @@ from fedpft_lite.cli import main
 from fedpft_lite.experiments import (QUICK_CHANGES, REGISTRY, TABLE1_METHODS, Cell, Experiment,
                                      LITE_TEXT, get_experiment, list_experiments)
 from fedpft_lite.reproduce import NeedsGPUError, load_summary, reproduce, run_key
-from fedpft_lite.results import comparison_table, ordering, paper_results, paper_value, to_markdown
+from fedpft_lite.results import (comparison_table, describe_comparisons, ordering, paper_results,
+                                 paper_value, to_markdown)
 
 
 # -- registry ----------------------------------------------------------------------------------
@@ -101,6 +102,11 @@ def test_comparison_table_means_spreads_same_seed_gaps_and_paper_columns():
     assert df.loc["FedPFT", "Δ verdict"] == "not distinguishable"
     assert df.loc["FedOT", "Δ verdict"] == "worse"
     assert df.loc["FedPETuning", "Δ verdict"] == "reference"
+    # the registered pairs, in words: FedPFT - FedOT = 9, 6, 12; FedPETuning - FedPFT = 1, 2, 0
+    said = describe_comparisons("lite/table1", summary)
+    assert said[0] == ("FedPFT − FedOT = +9.00 points (95 % CI +1.55 to +16.45, 3 seeds): "
+                       "FedPFT is better than FedOT")
+    assert said[1].endswith("FedPETuning and FedPFT are not distinguishable") and len(said) == 3
     assert df.loc["FedPETuning", "seeds"] == 3
     assert df.loc["FedOT", "paper BERT-base QNLI"] == 83.9
     assert df.loc["FedOT", "paper BERT-base QNLI Δ"] == pytest.approx(83.9 - 88.4)
