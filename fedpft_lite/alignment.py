@@ -186,7 +186,7 @@ def layer_level_alignment(server, progress: bool | None = None) -> dict:
     folder = Path(cfg.cache_dir) / f"layer_level_{alignment_cache_key(cfg, server.device.type)}"
     params = dict(_named(server.proxy, ffn_parameters(server.proxy, compressed_layers(server.proxy),
                                                       with_norm=True)))
-    if (folder / "log.json").exists():
+    if (folder / "log.json").exists() and (folder / "weights.safetensors").exists():
         saved = load_file(str(folder / "weights.safetensors"))
         if set(saved) != set(params):
             raise ValueError(f"alignment cache {folder} holds other parameters than this sub-FM's")
@@ -199,10 +199,13 @@ def layer_level_alignment(server, progress: bool | None = None) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, str(tmp / "weights.safetensors"))
     (tmp / "log.json").write_text(json.dumps(log))
-    if not folder.exists():
+    import shutil
+    if not (folder / "weights.safetensors").exists():
+        # an entry without weights (e.g. copied by a tool that leaves git-ignored files out)
+        # is never trusted: it is replaced by the one just computed
+        shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)          # atomic: a reader sees the whole entry or none
     else:                                # another process stored the same entry meanwhile
-        import shutil
         shutil.rmtree(tmp)
     return dict(log, cached=None)
 

@@ -178,6 +178,11 @@ def test_cached_layer_level_alignment_gives_the_same_history(tiny_model, tmp_pat
     assert logs[-1]["cached"] == str(entries[0])
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(plain) == strip(first) == strip(second)
+    # an entry that lost its weights (a copy without git-ignored files) is recomputed, not read
+    (entries[0] / "weights.safetensors").unlink()
+    third = run_federated(cfg.replace(cache_dir=str(tmp_path)), progress=False, on_round=grab)
+    assert logs[-1]["cached"] is None and (entries[0] / "weights.safetensors").exists()
+    assert strip(third) == strip(plain)
     # another seed (or any other server-side input) is another entry, never a wrong reuse
     run_federated(cfg.replace(cache_dir=str(tmp_path), seed=1), progress=False)
     assert len(list(tmp_path.glob("layer_level_*"))) == 2
