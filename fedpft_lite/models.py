@@ -18,6 +18,7 @@ split across five PyPI packages and reassembled once into a cache folder (``offl
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 from pathlib import Path
@@ -102,7 +103,7 @@ class FMClassifier(nn.Module):
             out = self.backbone(pixel_values=pixel_values, output_hidden_states=output_hidden_states)
         else:
             kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-            if token_type_ids is not None and self.config.model_type == "bert":
+            if token_type_ids is not None and uses_token_types(self.backbone):
                 kwargs["token_type_ids"] = token_type_ids
             out = self.backbone(**kwargs, output_hidden_states=output_hidden_states)
         h = out.last_hidden_state
@@ -155,6 +156,26 @@ class FMClassifier(nn.Module):
         apply_structure(model, meta["structure"])
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
         return model.eval()
+
+
+def uses_token_types(backbone: nn.Module) -> bool:
+    """Whether to feed the tokenizer's ``token_type_ids`` (segment ids) to the backbone.
+
+    Only where the backbone takes them and has learned more than one type: BERT, ELECTRA and
+    ERNIE (``type_vocab_size`` 2) do. RoBERTa-likes (XLM-R, CamemBERT, data2vec-text) have one
+    type, so a pair's segment 1 would index past their table; DeBERTa-v2 has none (0) and
+    ignores them; MPNet and DistilBERT take no such argument.
+    """
+    types = getattr(backbone.config, "type_vocab_size", None) or 0
+    return types > 1 and "token_type_ids" in inspect.signature(backbone.forward).parameters
+
+
+def default_pooling(config) -> str:
+    """``"mean"`` where the family's own classifier averages the tokens (BEiT and
+    data2vec-vision: ``use_mean_pooling``, and their last layer has no final norm on the CLS
+    token), else ``"cls"``: the first token, which is a CLS token in every supported family
+    (DeiT's distillation token comes second; DINOv2's CLS is trained by its DINO loss)."""
+    return "mean" if getattr(config, "use_mean_pooling", False) else "cls"
 
 
 def apply_structure(model: FMClassifier, structure: dict) -> None:
@@ -228,7 +249,8 @@ def load_foundation_model(name_or_path: str = DEFAULT_MODEL, num_labels: int = 2
             or a local folder (a hub snapshot, or one written by ``FMClassifier.save_pretrained``).
         num_labels: classes of the downstream task.
         pooling: ``"cls"`` or ``"mean"``; by default ``"mean"`` for sentence-transformer
-            checkpoints and ``"cls"`` otherwise.
+            checkpoints and BEiT-style mean-pooled families, ``"cls"`` otherwise
+            (:func:`default_pooling`).
         seed: seeds the head's initialisation only (same seed, same head).
 
     Returns:
@@ -255,7 +277,8 @@ def load_foundation_model(name_or_path: str = DEFAULT_MODEL, num_labels: int = 2
             kwargs["dtype"] = dtype
         backbone = AutoModel.from_pretrained(source, **kwargs)
         if pooling is None:
-            pooling = (_sentence_transformer_pooling(folder) if folder.is_dir() else None) or "cls"
+            pooling = ((_sentence_transformer_pooling(folder) if folder.is_dir() else None)
+                       or default_pooling(backbone.config))
         model = FMClassifier(backbone, num_labels, pooling=pooling, dropout=dropout, seed=seed)
     if model.modality == "image":
         pre = AutoImageProcessor.from_pretrained(source, local_files_only=local)
