@@ -1,7 +1,7 @@
 """The command line: ``fedpft-lite COMMAND`` or ``python -m fedpft_lite COMMAND``.
 
 Commands:
-  info        what is installed, which device would be used, the tasks and models known
+  info        what is installed, which device would be used, the tasks, models and model families known
   probe       frozen-FM linear probe on a task (how hard the task is without fine-tuning)
   partition   print (and plot) how a task's training set splits among clients
   demo        FedPETuning vs FedOT vs FedPFT on MiniLM + bbc-news (non-IID), table and plots
@@ -29,6 +29,7 @@ def cmd_info(args) -> int:
     import transformers, datasets, peft  # noqa: E401
 
     from . import __version__
+    from .arch import supported_families
     from .data import HUB_TASKS, OFFLINE_TASKS
     from .models import OFFLINE_MODELS
     from .offline_models import describe
@@ -40,6 +41,10 @@ def cmd_info(args) -> int:
     print(f"offline models: {', '.join(f'{k} ({v})' for k, v in OFFLINE_MODELS.items())}")
     print(f"offline model mpnet (all-mpnet-base-v2): {describe()}")
     print(f"offline tasks: {', '.join(OFFLINE_TASKS)}   hub tasks: {', '.join(HUB_TASKS)}")
+    families = supported_families()
+    print(f"model families ({len(families)}, each tested end to end; table = "
+          "fedpft_lite.arch.ARCHITECTURES, discovered = read from the module structure): "
+          + ", ".join(f"{family} ({how})" for family, how in families.items()))
     return 0
 
 
@@ -100,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("info", help="environment, device, known tasks and models").set_defaults(func=cmd_info)
+    sub.add_parser("info", help="environment, device, known tasks, models and model families").set_defaults(func=cmd_info)
 
     p = sub.add_parser("probe", help="the strongest frozen-feature baseline (linear probes) on a task")
     _add_common(p)
