@@ -163,7 +163,13 @@ ALIGNMENT_INPUTS = ("model", "task", "max_length", "max_public", "keep_ratio", "
 def alignment_cache_key(cfg, device_type: str) -> str:
     import hashlib
     import json
+    from .config import TASK_OPTIONS, FedConfig
+
     d = {k: getattr(cfg, k) for k in ALIGNMENT_INPUTS}
+    # How a file is read and split changes its public data; named only when set, so the caches
+    # of configs from before these options existed keep their keys.
+    default = FedConfig()
+    d.update({k: getattr(cfg, k) for k in TASK_OPTIONS if getattr(cfg, k) != getattr(default, k)})
     d.update(steps=cfg.layer_level_steps, device=device_type)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -29,6 +29,27 @@ def _as_field_type(name: str, value):
     return value
 
 
+def _parse_yaml(text: str, what: str):
+    """``yaml.safe_load`` whose syntax errors are a one-line ``ValueError`` naming the line and
+    column (1-based), so the command line prints them without a traceback."""
+    import yaml
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{what} is not valid YAML: {problem}{where}. Fix that spot (a value with "
+                         "': ', '#', '[' or '{' in it needs quotes).") from None
+
+
+#: The fields that say how a task's own file is read and split (see ``FedConfig.task_options``).
+TASK_OPTIONS = ("text_column", "text_pair_column", "label_column", "image_column", "test_fraction",
+                "public_fraction", "public_file")
+#: Of those, the ones that only mean something for your own file (built-in tasks fix their columns).
+OWN_FILE_OPTIONS = ("text_column", "text_pair_column", "label_column", "image_column", "test_fraction")
+
+
 @dataclass
 class FedConfig:
     # what
@@ -39,6 +60,16 @@ class FedConfig:
     max_train: int | None = None           # seeded subsets (quick runs); None = all
     max_test: int | None = None
     max_public: int | None = None
+    # your own data (task = a .csv/.tsv/.json/.jsonl file or an image folder): which columns hold
+    # what, and how it is split. Label values become class names (sorted) and their ids are saved
+    # in results.json. public_fraction also sets the hub tasks' held-out public share.
+    text_column: str = "text"
+    text_pair_column: str | None = None    # the second sentence of sentence-pair tasks
+    label_column: str = "label"
+    image_column: str | None = None        # a column of image file paths (relative to the file)
+    test_fraction: float = 0.2             # of each class, for the test split (at least 1 each)
+    public_fraction: float = 0.1           # of each class, held out unlabelled for the server
+    public_file: str | None = None         # unlabelled public data instead (same input columns)
     # clients
     num_clients: int = 100
     fraction: float = 0.1                  # clients sampled per round (the paper: 10 %)
@@ -105,10 +136,13 @@ class FedConfig:
             raise FileNotFoundError(f"config file {path} does not exist")
         text = path.read_text()
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-            d = yaml.safe_load(text) or {}
+            d = _parse_yaml(text, f"config file {path}") or {}
         else:
-            d = json.loads(text)
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"config file {path} is not valid JSON: {e.msg} at line {e.lineno}, "
+                                 f"column {e.colno}. Fix that spot (or write the config as YAML).") from None
         if not isinstance(d, dict):
             raise ValueError(f"{path} must hold a mapping of config keys")
         return cls.from_dict(d)
@@ -121,14 +155,13 @@ class FedConfig:
 
     def with_overrides(self, pairs: list[str]) -> "FedConfig":
         """Apply ``key=value`` strings (values parsed as YAML: 3, 0.5, true, null, [0, -1])."""
-        import yaml
         d = self.to_dict()
         for pair in pairs:
             if "=" not in pair:
                 raise ValueError(f"override {pair!r} must look like key=value")
             k, v = pair.split("=", 1)
             k = k.strip().replace("-", "_")
-            d[k] = _as_field_type(k, yaml.safe_load(v))
+            d[k] = _as_field_type(k, _parse_yaml(v, f"the value of override {pair!r}"))
         return FedConfig.from_dict(d)
 
     # -- checks ----------------------------------------------------------------------------
@@ -195,9 +228,57 @@ class FedConfig:
         if self.max_train is not None:
             need(self.max_train >= self.num_clients,
                  f"max_train={self.max_train} is smaller than num_clients={self.num_clients}")
+        errors += self._task_option_errors()
         if errors:
             raise ValueError("invalid FedConfig:\n  - " + "\n  - ".join(errors))
         return self
+
+    def _task_option_errors(self) -> list[str]:
+        """What is wrong with the fields that read your own data (columns, splits, public file),
+        found before any file or model is opened."""
+        from .data import OFFLINE_TASKS, TASKS
+
+        errors = []
+        for name in ("text_column", "label_column"):
+            if not (isinstance(getattr(self, name), str) and getattr(self, name)):
+                errors.append(f"{name} must name a column of your file, got {getattr(self, name)!r}")
+        for name in ("text_pair_column", "image_column", "public_file"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, str) and v):
+                errors.append(f"{name} must be a column name / path or null, got {v!r}")
+        named = [c for c in (self.text_column, self.text_pair_column, self.image_column) if c]
+        if self.label_column in named or len(set(named)) < len(named):
+            errors.append(f"text_column, text_pair_column, image_column and label_column must name "
+                          f"different columns, got {named + [self.label_column]}")
+        if not 0 < self.test_fraction < 1:
+            errors.append(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.public_fraction < 1:
+            errors.append(f"public_fraction must be in [0, 1), got {self.public_fraction}")
+        elif 0 < self.test_fraction < 1 and self.test_fraction + self.public_fraction >= 1:
+            errors.append(f"test_fraction + public_fraction = {self.test_fraction + self.public_fraction:g} "
+                          "leaves nothing to train on: keep their sum below 1 (e.g. 0.2 and 0.1)")
+        if isinstance(self.public_file, str) and self.public_file and not Path(self.public_file).exists():
+            errors.append(f"public_file {self.public_file!r} does not exist: give the path of a "
+                          ".csv/.tsv/.json/.jsonl file (or image folder) of unlabelled examples")
+        defaults = {f.name: f.default for f in fields(self)}
+        if self.task in TASKS:
+            own = OWN_FILE_OPTIONS + (("public_fraction",) if self.task in OFFLINE_TASKS else ())
+            changed = [k for k in own if getattr(self, k) != defaults[k]]
+            if changed:
+                errors.append(f"{', '.join(changed)} cannot be set for the built-in task "
+                              f"{self.task!r} (it fixes its columns and splits): set task to the "
+                              "path of your .csv/.tsv/.json/.jsonl file or image folder, or drop them")
+        elif self.aligns_before or self.aligns_during:
+            if self.public_file is None and self.public_fraction == 0:
+                errors.append("FedPFT's alignment distils on public unlabelled data, and "
+                              "public_fraction=0 with no public_file leaves none: set "
+                              "public_fraction > 0 (e.g. 0.1), give public_file=..., or switch "
+                              "the alignment off (align_before=false align_during=false)")
+        return errors
+
+    def task_options(self) -> dict:
+        """Keyword arguments of :func:`fedpft_lite.data.load_task` that this config sets."""
+        return {k: getattr(self, k) for k in TASK_OPTIONS}
 
     @property
     def aligns_before(self) -> bool:

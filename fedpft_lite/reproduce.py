@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import FedConfig
+from .config import TASK_OPTIONS, FedConfig
 from .experiments import QUICK_CHANGES, Experiment, get_experiment
 from .utils import is_quick, pick_device
 
@@ -32,7 +32,7 @@ NOT_IN_KEY = {"output_dir", "resume", "overwrite", "device", "eval_batch_size", 
               "cache_dir"}
 #: Fields added to FedConfig after results were first stored, with their defaults: part of a key
 #: only when set otherwise, so the keys (and stored runs) of earlier configs stay valid.
-ADDED_LATER = {"align_before_steps": None}
+ADDED_LATER = {k: getattr(FedConfig(), k) for k in ("align_before_steps", *TASK_OPTIONS)}
 #: Bumped when the engine changes what a run with an unchanged config computes, so such runs are
 #: never reused: 2 = neuron-level alignment skips the last round and also trains b_out and the
 #: post-FFN LayerNorm (results of engine 1 are archived in data/results/archive/).
