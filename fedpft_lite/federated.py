@@ -86,6 +86,7 @@ class Server:
     history: History = field(default_factory=History)
     log: dict = field(default_factory=dict)
     progress: bool = True              # show progress bars for long server work
+    label_names: list = field(default_factory=list)  # class name of each label id
 
     def client_examples(self, k: int):
         if self.parts is None:
@@ -236,7 +237,7 @@ def setup(cfg: FedConfig, progress: bool = True, client_data: bool = True) -> Se
     their own partitions elsewhere, as Flower's clients do)."""
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    ds = load_task(cfg.task, max_train=cfg.max_train, max_test=cfg.max_test)
+    ds = load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test)
     names = label_names(ds)
     fm, pre = load_foundation_model(cfg.model, num_labels=len(names), seed=cfg.seed)
     if modality(ds) != fm.modality:
@@ -256,7 +257,7 @@ def setup(cfg: FedConfig, progress: bool = True, client_data: bool = True) -> Se
                     preprocessor=pre, method=method, train=enc.get("train"), parts=parts,
                     test_loader=make_loader(enc["test"], pre, cfg.eval_batch_size), public=public,
                     val_loader=make_loader(enc["validation"], pre, cfg.eval_batch_size)
-                    if "validation" in enc else None, progress=progress)
+                    if "validation" in enc else None, progress=progress, label_names=names)
     return server
 
 
@@ -388,6 +389,7 @@ def write_results(server: Server) -> Path:
                "mean_bytes_down_per_round": float(np.mean([r["bytes_down"] for r in h])),
                "mean_bytes_up_per_round": float(np.mean([r["bytes_up"] for r in h])),
                "seconds": round(sum(r["seconds"] for r in h), 2), "log": server.log,
+               "labels": dict(enumerate(server.label_names)),   # id -> class name (JSON: "0": ...)
                "config": cfg.to_dict()}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     return out

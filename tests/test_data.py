@@ -186,15 +186,15 @@ def test_csv_loads_with_classlabel(tmp_path):
     rows = [(f"example sentence number {i}", "pos" if i % 2 else "neg") for i in range(20)]
     path = _write_csv(tmp_path / "data.csv", ["text", "label"], rows)
     ds = load_task(str(path))
-    assert set(ds) == {"train", "test"}
+    assert set(ds) == {"train", "public", "test"}   # public: 10 % of each class, unlabelled
     assert isinstance(ds["train"].features["label"], ClassLabel)
     assert label_names(ds) == ["neg", "pos"]
-    assert len(ds["train"]) == 16 and len(ds["test"]) == 4
-    train, test = set(ds["train"]["text"]), set(ds["test"]["text"])
-    assert train.isdisjoint(test) and train | test == {r[0] for r in rows}
+    assert len(ds["train"]) == 14 and len(ds["public"]) == 2 and len(ds["test"]) == 4
+    train, test, public = (set(ds[k]["text"]) for k in ("train", "test", "public"))
+    assert train.isdisjoint(test) and train | test | public == {r[0] for r in rows}
     names = label_names(ds)
     truth = dict(rows)
-    for split in ds.values():
+    for split in (ds["train"], ds["test"]):
         for text, label in zip(split["text"], split["label"]):
             assert names[label] == truth[text]
 

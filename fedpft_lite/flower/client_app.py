@@ -76,11 +76,12 @@ def _proxy(folder: Path, sha: str, cfg, device):
 
 def _partition(cfg, pre, sha: str, k: int):
     key = ("data", sha, cfg.task, cfg.max_train, cfg.max_test, cfg.max_length, cfg.num_clients,
-           cfg.partition, cfg.alpha, cfg.labels_per_client, cfg.min_client_size, cfg.seed)
+           cfg.partition, cfg.alpha, cfg.labels_per_client, cfg.min_client_size, cfg.seed,
+           tuple(cfg.task_options().items()))
     if key not in _CACHE:
         for old in [c for c in _CACHE if c[0] == "data"]:
             del _CACHE[old]
-        ds = load_task(cfg.task, max_train=cfg.max_train, max_test=cfg.max_test)
+        ds = load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test)
         _CACHE[key] = (encode(ds["train"], pre, cfg.max_length), client_partitions(cfg, ds["train"]["label"]))
     train, parts = _CACHE[key]
     return train.select(parts[k])
