@@ -338,8 +338,8 @@ def _split_own_data(ds: Dataset, path: str, label_column: str, test_fraction: fl
                         if _split_sizes(m, test_fraction, public_fraction)[0] >= 1)
             raise ValueError(
                 f"{path!r}: class {names[c]!r} (column {label_column!r}) has {n} example"
-                f"{'s' if n != 1 else ''}, too few to split into train and test"
-                f"{' and public' if public_fraction else ''} (test_fraction={test_fraction:g}, "
+                f"{'s' if n != 1 else ''}, too few to split into train{', public' if public_fraction else ''} "
+                f"and test (test_fraction={test_fraction:g}, "
                 f"public_fraction={public_fraction:g}); it needs at least {need}. Add examples of "
                 f"{names[c]!r}, or delete its rows (or relabel them into another class).")
     rng = np.random.default_rng(seed)
