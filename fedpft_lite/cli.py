@@ -4,7 +4,7 @@ Commands:
   info        what is installed, which device would be used, the tasks, models and model families known
   probe       frozen-FM linear probe on a task (how hard the task is without fine-tuning)
   partition   print (and plot) how a task's training set splits among clients
-  demo        FedPETuning vs FedOT vs FedPFT on MiniLM + bbc-news (non-IID), table and plots
+  demo        FedPETuning vs FedOT vs FedPFT on MiniLM + bbc-word-order (IID), table and plots
   run         one federated experiment from a config file and key=value overrides
   reproduce   the paper's experiments by name (--list), lite versions offline, tables vs the paper
 """
