@@ -35,6 +35,8 @@ from .compression import compressed_layers
 from .data import make_loader
 from .distance import hidden_state_distance, layer_outputs, normalised_mse
 from .evaluation import _to
+from .lora import load_trainable_state, plug_back, state_bytes
+from .utils import derived_seed
 
 APOZ_THRESHOLD = 0.01
 
@@ -143,7 +145,6 @@ HELD_OUT = 256  # public examples kept aside to measure distances, never distill
 def public_loader(server, seed_parts: tuple, held_out: bool = False):
     """Seeded loader over the server's public data: the distillation part, or (``held_out``) the
     last ``min(256, 10 %)`` examples, which are only ever used to measure distances."""
-    from .federated import derived_seed
     if server.public is None or len(server.public) < 2:
         raise ValueError(f"task {server.cfg.task!r} has no public split for distillation")
     n = len(server.public)
@@ -302,8 +303,6 @@ def select_neurons_to_update(apoz: torch.Tensor, p: float) -> torch.Tensor:
 def neuron_level_alignment(server, rnd: int, client_stats: list[dict], progress: bool = False) -> dict:
     """Distil the least-active neurons of the sub-FM's compressed layers, teacher = FM + the
     aggregated LoRA and head, student = sub-FM + the same; return history fields."""
-    from .lora import load_trainable_state, plug_back, state_bytes
-
     cfg, fm, sub = server.cfg, server.fm, server.proxy
     layers = compressed_layers(sub)
     apoz = aggregate_apoz(client_stats)

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .aggregation import fedavg
+from .alignment import activation_statistics
 from .config import FedConfig
 from .data import encode, label_names, load_task, make_loader, modality
 from .evaluation import evaluate
@@ -44,16 +45,11 @@ from .methods import get_method
 from .models import load_foundation_model
 from .partition import partition
 from .training import local_train
-from .utils import pick_device, seed_everything
+from .utils import derived_seed, pick_device, seed_everything  # derived_seed: also importable from here
 
 CKPT = "checkpoint"
 # Config fields that may differ between an interrupted run and its resumption.
 RESUME_FREE = {"resume", "overwrite", "output_dir", "device", "eval_batch_size", "cache_dir"}
-
-
-def derived_seed(*parts: int) -> int:
-    """A stable 31-bit seed from (seed, round, client, ...)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def round_lr(cfg: FedConfig, rnd: int) -> float:
@@ -209,7 +205,6 @@ def client_update(cfg: FedConfig, proxy, global_state: dict, examples, preproces
                       weight_decay=cfg.weight_decay, device=device, amp=cfg.amp)
     stats = None
     if collect:
-        from .alignment import activation_statistics
         stats = activation_statistics(proxy, client_loader(cfg, examples, preprocessor, k, rnd,
                                                            shuffle=False), device)
     return ClientUpdate(k, trainable_state(proxy), len(examples), res["loss"], stats)  # -> server

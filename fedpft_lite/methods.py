@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 
+from .alignment import layer_level_alignment, neuron_level_alignment
 from .compression import compress_ffn
 from .emulator import adapter_layers, build_emulator
 
@@ -76,7 +77,6 @@ class FedPFT(Method):
     def before_rounds(self, server) -> dict:
         if not server.cfg.aligns_before:
             return {}
-        from .alignment import layer_level_alignment
         return layer_level_alignment(server)
 
     def wants_activations(self, server, rnd: int) -> bool:
@@ -85,7 +85,6 @@ class FedPFT(Method):
     def after_aggregation(self, server, rnd: int, client_stats: list) -> dict:
         if not self.wants_activations(server, rnd):
             return {}
-        from .alignment import neuron_level_alignment
         return neuron_level_alignment(server, rnd, client_stats)
 
 

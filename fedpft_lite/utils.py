@@ -43,6 +43,16 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def derived_seed(*parts: int) -> int:
+    """A stable 31-bit seed from (seed, round, client, ...).
+
+    Every random choice of a federated run (client sampling, data order, dropout masks, the
+    server's distillation batches) draws from its own stream seeded this way, so a resumed run
+    replays exactly what an uninterrupted one does. It lives here, below both ``federated`` and
+    ``alignment``, so that neither has to import the other for it."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
 def pick_device(prefer: str | torch.device | None = "auto") -> torch.device:
     """Choose where to compute: CUDA, then Apple MPS, then CPU; or the device you force.
 

@@ -201,3 +201,14 @@ def test_gradient_probe_is_exact_for_an_uncompressed_proxy_and_lower_for_a_compr
     assert exact["cosine"] > 0.9999 and exact["relative_error"] < 1e-4
     approx = gradient_similarity(fm_l, small_sub, batch, state)
     assert approx["cosine"] < exact["cosine"] and approx["relative_error"] > 1e-3
+
+
+def test_alignment_sits_below_the_round_loop():
+    # derived_seed lives in utils: alignment (and methods) import without the round loop, and
+    # the old import path still works
+    import subprocess
+    import sys
+    code = ("import sys, fedpft_lite.methods; assert 'fedpft_lite.federated' not in sys.modules; "
+            "from fedpft_lite.federated import derived_seed; from fedpft_lite import utils; "
+            "assert derived_seed is utils.derived_seed")
+    subprocess.run([sys.executable, "-c", code], check=True)
