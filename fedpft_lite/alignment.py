@@ -108,6 +108,16 @@ def ffn_parameters(model, layers: list[int], with_norm: bool) -> list[torch.nn.P
     return params
 
 
+def alignable_parameters(model) -> dict[str, torch.nn.Parameter]:
+    """Every parameter of ``model`` that alignment may change, by name: the compressed layers'
+    FFNs (W_in, b_in, W_out, b_out) and their post-FFN LayerNorms. Layer-level alignment trains
+    all of them, neuron-level alignment the selected neurons' slices of them plus the dense
+    b_out and LayerNorm; everything else in the sub-FM stays as ``compress_ffn`` built it.
+    Empty for a model with no compressed layer."""
+    layers = compressed_layers(model)
+    return dict(_named(model, ffn_parameters(model, layers, with_norm=True))) if layers else {}
+
+
 def dense_ffn_parameters(block, arch) -> dict[str, torch.nn.Parameter]:
     """A layer's FFN parameters that belong to no single neuron: b_out and, in post-LN families
     such as BERT, the LayerNorm after the FFN. The authors' neuron-level alignment retrains them
@@ -191,8 +201,7 @@ def layer_level_alignment(server, progress: bool | None = None) -> dict:
     import json
     from safetensors.torch import load_file, save_file
     folder = Path(cfg.cache_dir) / f"layer_level_{alignment_cache_key(cfg, server.device.type)}"
-    params = dict(_named(server.proxy, ffn_parameters(server.proxy, compressed_layers(server.proxy),
-                                                      with_norm=True)))
+    params = alignable_parameters(server.proxy)
     if (folder / "log.json").exists() and (folder / "weights.safetensors").exists():
         saved = load_file(str(folder / "weights.safetensors"))
         if set(saved) != set(params):

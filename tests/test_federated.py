@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from fedpft_lite.aggregation import fedavg
 from fedpft_lite.config import FedConfig
@@ -122,6 +123,7 @@ def test_resume_after_round_k_equals_the_uninterrupted_run(tiny_model, tmp_path)
     assert len(part) == 1 and not (tmp_path / "cut" / "results.json").exists()
     with pytest.raises(FileExistsError, match="resume"):  # an unfinished run is not clobbered
         run_federated(cut, progress=False)
+    assert not (tmp_path / "cut" / "checkpoint" / "server_proxy.safetensors").exists()  # no alignment
     resumed = run_federated(cut.replace(resume=True), progress=False)
     assert strip_time(resumed) == strip_time(full)
     saved = json.loads((tmp_path / "cut" / "history.json").read_text())
@@ -139,6 +141,58 @@ def _resume_with_changed_config(tiny_model, tmp_path):
     cfg = small(tiny_model, rounds=3, output_dir=str(tmp_path / "changed"))
     run_federated(cfg, progress=False, stop_after=1)
     run_federated(cfg.replace(resume=True, lr=1.0), progress=False)
+
+
+FFN_PARTS = ("intermediate.dense", "output.dense", "output.LayerNorm")
+
+
+def aligned_names(layers):
+    """What alignment may change in a BERT-style sub-FM: the compressed layers' FFNs and norms."""
+    return {f"backbone.encoder.layer.{i}.{part}.{w}" for i in layers for part in FFN_PARTS
+            for w in ("weight", "bias")}
+
+
+def test_fedpft_resume_with_both_alignments_equals_the_uninterrupted_run(tiny_model, tmp_path):
+    # layer-level alignment before round 1, neuron-level in rounds 1, 2 (before the checkpoint)
+    # and 3 (after it): the checkpoint must carry the sub-FM's FFNs as the server aligned them
+    cfg = small(tiny_model, method="fedpft", rounds=4, align_before=True, align_during=True,
+                align_every=1, align_steps=2, align_before_steps=4, max_public=64, eval_proxy="every")
+    proxies = {}
+    grab = lambda name: lambda s, r: proxies.__setitem__(name, {  # noqa: E731
+        n: p.detach().clone() for n, p in s.proxy.state_dict().items()})
+    full = run_federated(cfg.replace(output_dir=str(tmp_path / "full")), progress=False,
+                         on_round=grab("full"))
+    assert [r["round"] for r in full if r["aligned"]] == [1, 2, 3]
+    cut = cfg.replace(output_dir=str(tmp_path / "cut"))
+    run_federated(cut, progress=False, stop_after=2)
+    ckpt = tmp_path / "cut" / "checkpoint"
+    owned = load_file(str(ckpt / "server_proxy.safetensors"))
+    assert set(owned) == aligned_names([1, 2])    # only the aligned FFN slices, not the proxy
+    resumed = run_federated(cut.replace(resume=True), progress=False, on_round=grab("resumed"))
+    assert strip_time(resumed) == strip_time(full)
+    for name, p in proxies["full"].items():    # the whole proxy, bit for bit
+        assert torch.equal(p, proxies["resumed"][name]), name
+    for name in ("full", "cut"):
+        proxies[name] = load_file(str(tmp_path / name / "global_state.safetensors"))
+    assert proxies["full"].keys() == proxies["cut"].keys()
+    assert all(torch.equal(v, proxies["cut"][k]) for k, v in proxies["full"].items())
+
+
+def test_a_fedpft_checkpoint_of_minilm_holds_only_the_aligned_ffns(tmp_path):
+    """The real offline MiniLM (6 layers, keep 0.25, layers 1-4 compressed): the checkpoint's
+    server-owned file is the four compressed FFNs and their LayerNorms, ~4.7 MB of a 76 MB
+    sub-FM (the whole proxy was written every round before)."""
+    cfg = FedConfig(method="fedpft", model="minilm", task="bbc-news", max_train=32, max_test=16,
+                    max_public=40, num_clients=4, fraction=0.5, rounds=3, batch_size=8,
+                    max_length=32, align_every=1, align_steps=1, align_before_steps=1,
+                    device="cpu", eval_proxy="never", output_dir=str(tmp_path))
+    run_federated(cfg, progress=False, stop_after=1)
+    ckpt = tmp_path / "checkpoint"
+    owned = ckpt / "server_proxy.safetensors"
+    assert set(load_file(str(owned))) == aligned_names([1, 2, 3, 4])
+    proxy_bytes = json.loads((ckpt / "checkpoint.json").read_text())["log"]["proxy_bytes"]
+    size = owned.stat().st_size
+    assert proxy_bytes > 70e6 and size < 5e6 and size < proxy_bytes / 15, (size, proxy_bytes)
 
 
 # -- bad configs fail before any model is loaded ---------------------------------------------------
