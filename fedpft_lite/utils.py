@@ -24,7 +24,12 @@ def is_quick() -> bool:
     ``pytest --nbmake notebooks/`` stays short on 2 CPU cores; unset, the same notebook runs the
     full-size experiment.
     """
-    return os.environ.get(QUICK_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return env_flag(QUICK_ENV)
+
+
+def env_flag(name: str) -> bool:
+    """True when the environment variable ``name`` is set to anything but 0/false/no/empty."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def seed_everything(seed: int) -> torch.Generator:
