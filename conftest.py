@@ -1,4 +1,4 @@
-"""Test-wide settings (root conftest, so `pytest --nbmake notebooks/` alone gets them too): the quick setting on, caches out of the home folder, no hub traffic.
+"""Test-wide settings (root conftest, so `pytest --nbmake notebooks/` alone gets them too): the quick setting on, exercise solutions filled in, caches out of the home folder, no hub traffic.
 
 ``pytest --nbmake notebooks/`` starts notebook kernels as child processes; they inherit these
 variables, so the notebooks run their quick setting too.
@@ -8,6 +8,9 @@ import tempfile
 
 _cache = os.path.join(tempfile.gettempdir(), "fedpft_lite_test_cache")
 os.environ.setdefault("FEDPFT_LITE_QUICK", "1")
+# Notebook exercises (fedpft_lite.exercises): `ex.fill(n)` fills in the reference solution from
+# notebooks/solutions/, so a test run proves every exercise's check can pass.
+os.environ.setdefault("FEDPFT_LITE_SOLUTIONS", "1")
 os.environ.setdefault("HF_HOME", os.path.join(_cache, "hf"))
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_cache, "mpl"))
 os.environ.setdefault("IPYTHONDIR", os.path.join(_cache, "ipython"))

@@ -1,0 +1,201 @@
+"""Checked exercises for the notebooks: a blank or wrong answer fails, the reference solution passes.
+
+An exercise is two cells. The student's cell starts with ``# EXERCISE n: <what to do>``, assigns an
+answer (the stored notebook holds a blank ``...``) and ends with ``ex.fill(n)``. The check cell calls
+``ex.check(n, answer, **inputs)``, which compares the answer with a reference the package computes
+from ``inputs`` (the notebook's model, tensors, ...) and raises, with a helpful message, when the
+answer is blank (:class:`ExerciseNotDone`) or differs (:class:`ExerciseWrong`).
+
+Solutions live outside the notebooks, one file per notebook, ``notebooks/solutions/<notebook>.py``,
+cut into ``# %% EXERCISE n`` sections. ``ex.fill(n)`` does nothing for a student; only when the
+environment variable ``FEDPFT_LITE_SOLUTIONS`` is set (the root ``conftest.py`` sets it for
+``pytest --nbmake``) it runs solution n in the notebook's namespace, right after the blank, so the
+test run proves that every check can pass. Its value may also name the solutions folder.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .aggregation import fedavg
+from .arch import arch_of, ffn_linears, get_layers
+from .compression import slice_ffn
+from .utils import env_flag
+
+#: Set (to 1, or to a solutions folder) to fill the reference solutions into the exercise cells.
+SOLUTIONS_ENV = "FEDPFT_LITE_SOLUTIONS"
+_SECTION = re.compile(r"^# %% EXERCISE (\d+)\b.*$", re.MULTILINE)
+
+
+class ExerciseNotDone(AssertionError):
+    """The answer is still the blank placeholder (``...`` or ``None``)."""
+
+
+class ExerciseWrong(AssertionError):
+    """The answer differs from the package's reference."""
+
+
+@dataclass(frozen=True)
+class Check:
+    task: str                       # what to do, in one line (the "fill in" message repeats it)
+    reference: Callable[..., object]  # (**inputs) -> the package's answer
+    hint: str                       # shown with a wrong answer
+
+
+def solutions_on() -> bool:
+    return env_flag(SOLUTIONS_ENV)
+
+
+def solutions_dir() -> Path:
+    """The folder of solution files: ``$FEDPFT_LITE_SOLUTIONS`` if it names a folder, else the
+    repository's ``notebooks/solutions``, else ``solutions`` next to the running notebook."""
+    value = os.environ.get(SOLUTIONS_ENV, "")
+    candidates = [Path(value)] if value and Path(value).is_dir() else []
+    candidates += [Path(__file__).resolve().parents[1] / "notebooks" / "solutions", Path.cwd() / "solutions"]
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    raise FileNotFoundError(f"no solutions folder in {[str(c) for c in candidates]}; set {SOLUTIONS_ENV} "
+                            "to the folder that holds <notebook>.py")
+
+
+def load_solutions(notebook: str, folder: Path | None = None) -> dict[int, str]:
+    """{exercise number: solution code} from ``<folder>/<notebook>.py``."""
+    text = ((folder or solutions_dir()) / f"{notebook}.py").read_text()
+    marks = list(_SECTION.finditer(text))
+    ends = [m.start() for m in marks[1:]] + [len(text)]
+    return {int(m.group(1)): text[m.end():end].strip() + "\n" for m, end in zip(marks, ends)}
+
+
+def is_blank(answer) -> bool:
+    """``...`` or ``None``, alone or anywhere inside a tuple, list or dict."""
+    if answer is ... or answer is None:
+        return True
+    if isinstance(answer, Mapping):
+        return any(is_blank(v) for v in answer.values())
+    if isinstance(answer, (tuple, list)):
+        return any(is_blank(v) for v in answer)
+    return False
+
+
+def difference(yours, reference, rel_tol: float = 1e-6, abs_tol: float = 1e-6) -> str | None:
+    """Why ``yours`` is not ``reference`` (None when they agree): numbers within a tolerance,
+    tensors of the same shape and values, dicts with the same keys, tuples element by element.
+    Never reveals a reference number, only shapes, keys and lengths."""
+    if isinstance(reference, torch.Tensor):
+        if not isinstance(yours, torch.Tensor):
+            return f"expected a tensor, got {type(yours).__name__}"
+        if yours.shape != reference.shape:
+            return f"shape {tuple(yours.shape)}, expected {tuple(reference.shape)}"
+        ok = torch.allclose(yours.detach().double().cpu(), reference.detach().double().cpu(),
+                            rtol=rel_tol, atol=abs_tol)
+        return None if ok else "right shape, wrong values"
+    if isinstance(reference, Mapping):
+        if not isinstance(yours, Mapping):
+            return f"expected a dict, got {type(yours).__name__}"
+        if list(yours) != list(reference):
+            return f"keys {list(yours)}, expected {list(reference)}"
+        for k in reference:
+            why = difference(yours[k], reference[k], rel_tol, abs_tol)
+            if why:
+                return f"[{k!r}]: {why}"
+        return None
+    if isinstance(reference, (tuple, list)):
+        if not isinstance(yours, (tuple, list)) or len(yours) != len(reference):
+            return f"expected {len(reference)} values"
+        for i, (a, b) in enumerate(zip(yours, reference)):
+            why = difference(a, b, rel_tol, abs_tol)
+            if why:
+                return f"value {i + 1}: {why}"
+        return None
+    try:
+        ok = math.isclose(float(yours), float(reference), rel_tol=rel_tol, abs_tol=abs_tol)
+    except (TypeError, ValueError):
+        return f"expected a number, got {type(yours).__name__}"
+    return None if ok else "not the package's value"
+
+
+class Exercises:
+    """The exercises of one notebook: ``ex = Exercises("00_primer", globals())``."""
+
+    def __init__(self, notebook: str, namespace: dict):
+        if notebook not in CHECKS:
+            raise KeyError(f"no exercises registered for {notebook!r}; known: {sorted(CHECKS)}")
+        self.notebook, self.namespace, self.checks = notebook, namespace, CHECKS[notebook]
+
+    def fill(self, n: int) -> None:
+        """Run the reference solution of exercise n in the notebook, only if FEDPFT_LITE_SOLUTIONS
+        is set (CI, the tests); for everyone else this does nothing."""
+        if not solutions_on():
+            return
+        code = load_solutions(self.notebook)[n]
+        exec(compile(code, f"<solution {self.notebook} EXERCISE {n}>", "exec"), self.namespace)
+        print(f"(EXERCISE {n}: reference solution filled in, because {SOLUTIONS_ENV} is set)")
+
+    def check(self, n: int, answer, **inputs) -> None:
+        c = self.checks[n]
+        if is_blank(answer):
+            raise ExerciseNotDone(f"fill in EXERCISE {n}: {c.task} (replace the ... in the exercise "
+                                  "cell, run it, then run this check again)")
+        why = difference(answer, c.reference(**inputs))
+        if why:
+            raise ExerciseWrong(f"EXERCISE {n} is not right yet: {why}. Hint: {c.hint}")
+        print(f"EXERCISE {n} correct.")
+
+
+# -- references, computed from the package -------------------------------------------------------
+def _ffn_size(layer, arch) -> int:
+    return sum(p.numel() for lin in ffn_linears(layer, arch) for p in lin.parameters())
+
+
+def neuron_parameters(fm) -> int:
+    """Parameters one FFN neuron owns: what ``slice_ffn`` removes with one neuron (layer 0)."""
+    arch = arch_of(fm.backbone)
+    layer = get_layers(fm.backbone)[0]
+    smaller = copy.deepcopy(layer)
+    slice_ffn(smaller, arch, torch.arange(ffn_linears(layer, arch)[0].out_features - 1))
+    return _ffn_size(layer, arch) - _ffn_size(smaller, arch)
+
+
+def sliced_ffn(fm, layer: int, keep) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W_in, b_in, W_out of ``layer`` after ``slice_ffn`` keeps the neurons ``keep``."""
+    arch = arch_of(fm.backbone)
+    copied = copy.deepcopy(get_layers(fm.backbone)[layer])
+    slice_ffn(copied, arch, torch.as_tensor(keep))
+    w_in, w_out = ffn_linears(copied, arch)
+    return w_in.weight, w_in.bias, w_out.weight
+
+
+def lora_scaling(model) -> float:
+    """The factor peft applies to B·A in the model's LoRA layers (one value for all of them)."""
+    values = {s for m in model.modules() if isinstance(getattr(m, "scaling", None), dict)
+              for s in m.scaling.values()}
+    if len(values) != 1:
+        raise ValueError(f"expected one LoRA scaling in the model, found {sorted(values)}")
+    return values.pop()
+
+
+CHECKS: dict[str, dict[int, Check]] = {
+    "00_primer": {
+        1: Check("count the parameters that belong to one FFN neuron of MiniLM",
+                 neuron_parameters,
+                 "a neuron is one row of W_in, one entry of b_in and one column of W_out; b_out is shared"),
+        2: Check("slice W_in, b_in and W_out so that only the neurons in KEEP remain",
+                 sliced_ffn,
+                 "nn.Linear stores (out_features, in_features): the neurons are the rows of W_in and "
+                 "the columns of W_out"),
+        3: Check("compute the LoRA scaling alpha / r of the package's default LoraSettings()",
+                 lora_scaling,
+                 "LoraSettings() has the fields r and alpha"),
+        4: Check("average the three client states with weights proportional to their example counts n_k",
+                 lambda client_states, n_k: fedavg(client_states, n_k),
+                 "client k's weight is n_k / sum(n_k); average every key of the states"),
+    },
+}
