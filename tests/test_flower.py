@@ -117,12 +117,21 @@ def _context(node_config=None, run_config=None):
                    run_config=run_config or {})
 
 
+@pytest.fixture
+def task_identity(monkeypatch):
+    """Flower 1.42 stamps a new Message with the sending task's ids, which only a running
+    ServerApp has: give this test process some (restored afterwards)."""
+    from flwr.supercore.task_identity import TaskIdentity
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1, raising=False)
+
+
 def _train_message():
     return Message(RecordDict({"config": ConfigRecord({"proxy-sha256": "", "partition-id": 0})}),
                    dst_node_id=1, message_type="train")
 
 
-def test_a_node_without_partition_id_fails_clearly():
+def test_a_node_without_partition_id_fails_clearly(task_identity):
     app = make_client_app({"num_clients": 4})
     with pytest.raises(ValueError, match="no 'partition-id'.*--node-config"):
         app(_train_message(), _context())
@@ -132,7 +141,7 @@ def test_a_node_without_partition_id_fails_clearly():
         app(_train_message(), _context({"partition-id": 4, "num-partitions": 4}))
 
 
-def test_unknown_method_or_key_fails_clearly_on_both_sides():
+def test_unknown_method_or_key_fails_clearly_on_both_sides(task_identity):
     with pytest.raises(ValueError, match="method must be one of"):
         make_client_app()(_train_message(), _context({"partition-id": 0}, {"method": "fedsgd"}))
     with pytest.raises(ValueError, match="method must be one of"):
