@@ -2,8 +2,8 @@
 simulator, the aligned sub-FM reaches the clients, bad configurations fail clearly, and the core
 package never imports Flower.
 
-The end-to-end test starts Flower's Simulation Engine (Ray): about 30-60 s on 2 CPU cores, most
-of it Ray and the ClientApp actor starting.
+The end-to-end test runs ``flwr run`` against a local simulation SuperLink (Ray): about 60 s on 2
+busy CPU cores, most of it the SuperLink, Ray and the ClientApp actors starting.
 """
 import copy
 import json
@@ -11,7 +11,7 @@ import os
 import pkgutil
 import subprocess
 import sys
-import tomllib
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from fedpft_lite.flower import fedconfig_from_run_config, run_simulation  # noqa
 from fedpft_lite.flower.client_app import make_client_app  # noqa: E402
 from fedpft_lite.flower.publish import publish_proxy  # noqa: E402
 from fedpft_lite.flower.server_app import make_server_app  # noqa: E402
+from fedpft_lite.flower.settings import run_config, tomllib  # noqa: E402  (tomli on Python 3.10)
+from fedpft_lite.flower.simulation import write_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,8 +70,11 @@ def one_thread(monkeypatch):
 def test_flower_simulation_reproduces_the_in_process_history(tiny_model, tmp_path, one_thread):
     cfg = fedpft_config(tiny_model)
     local = run_federated(cfg, progress=False)
+    homes = set(Path(tempfile.gettempdir()).glob("fedpft_lite_flwr_home_*"))
     flower = run_simulation(cfg.replace(output_dir=str(tmp_path / "flower")),
                             proxy_dir=str(tmp_path / "proxy"), client_cpus=2)
+    # `flwr run`'s FLWR_HOME (SuperLink connection, installed app, logs) is gone afterwards.
+    assert set(Path(tempfile.gettempdir()).glob("fedpft_lite_flwr_home_*")) == homes
     assert [r["aligned"] for r in flower] == [False, True, False]
     assert [r["clients"] for r in flower] == [r["clients"] for r in local]
     # Identical, not close: the nodes run federated.client_update on the same inputs, tensors
@@ -162,6 +167,21 @@ def test_pyproject_app_config_names_every_config_field_and_is_valid():
     cfg, flower = fedconfig_from_run_config(app["config"])
     assert cfg.retained_layers == [0, -1] and cfg.output_dir is None and cfg.align_during
     assert cfg.clients_per_round == 3 and flower["proxy-dir"] == ""
+
+
+def test_the_generated_flower_app_carries_the_experiment(tmp_path):
+    """run_simulation's app folder: a pyproject.toml Flower accepts, whose config is the
+    experiment (None and lists as YAML strings), read back into the same FedConfig."""
+    from flwr.cli.config_utils import load_and_validate
+
+    cfg = FedConfig(method="fedot", num_clients=5, max_public=None, retained_layers=[0, 2, -1])
+    assert run_config(cfg)["max-public"] == "null" and run_config(cfg)["retained-layers"] == "[0, 2, -1]"
+    config, _ = load_and_validate(write_app(tmp_path, cfg, proxy_dir="/p") / "pyproject.toml")
+    assert config["tool"]["flwr"]["app"]["components"]["clientapp"] == "fedpft_lite.flower.client_app:app"
+    back, flower = fedconfig_from_run_config(config["tool"]["flwr"]["app"]["config"])
+    assert back == cfg and flower["proxy-dir"] == "/p"
+    with pytest.raises(ValueError, match="unknown setting"):
+        run_config(cfg, proxy_dri="/p")
 
 
 def test_the_core_package_never_imports_flower():

@@ -14,13 +14,12 @@ alignment on another device may round differently, and the nodes check the proxy
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 
 from ..federated import setup
 from ..models import WEIGHTS_FILE
 from .records import file_sha256
-from .settings import fedconfig_from_run_config
+from .settings import app_config, fedconfig_from_run_config
 
 
 def publish_proxy(cfg, folder) -> str:
@@ -39,10 +38,7 @@ def main(argv=None) -> None:
         raise SystemExit(__doc__)
     folder, pairs = argv[0], argv[1:]
     project = Path("pyproject.toml")
-    run_config = {}
-    if project.exists():
-        run_config = tomllib.loads(project.read_text()).get("tool", {}).get("flwr", {}) \
-            .get("app", {}).get("config", {})
+    run_config = app_config(project) if project.exists() else {}
     overrides = {}
     for pair in pairs:
         if "=" not in pair:

@@ -9,9 +9,15 @@ whose value is not a string (``retained-layers``, ``max-public``, ...) accept a 
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import fields
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: tomli, which Flower itself depends on
+    import tomli as tomllib
 
 from ..config import FedConfig
 
@@ -40,8 +46,9 @@ def fedconfig_from_run_config(run_config: dict, overrides: dict | None = None,
                               node_config: dict | None = None) -> tuple[FedConfig, dict]:
     """(validated FedConfig, Flower settings) from a Flower run config.
 
-    ``overrides`` (FedConfig fields or Flower keys, either spelling) win over the run config: the
-    Python entry point :func:`fedpft_lite.flower.run_simulation` passes the experiment that way.
+    ``overrides`` (FedConfig fields or Flower keys, either spelling) win over the run config
+    (``make_server_app(overrides)``, ``make_client_app(overrides)``; :func:`fedpft_lite.flower.run_simulation`
+    instead writes the experiment as the app's config, see :func:`run_config`).
     ``node_config`` may set ``proxy-dir`` and ``device`` for one SuperNode. Unknown keys and bad
     values fail here, with the message of :meth:`FedConfig.validate`.
     """
@@ -75,6 +82,27 @@ def fedconfig_from_run_config(run_config: dict, overrides: dict | None = None,
         raise ValueError("resume is not supported by the Flower app: clients would need the proxy "
                          "as published by the interrupted run; start a new run instead")
     return cfg, flower
+
+
+def run_config(cfg: FedConfig, **flower_settings) -> dict:
+    """The Flower run config for ``cfg``: the inverse of :func:`fedconfig_from_run_config`.
+
+    Every field in kebab case; ``None`` and lists become the YAML strings TOML and Flower accept
+    (``"null"``, ``"[0, -1]"``). ``flower_settings`` (``proxy_dir=...``) add Flower-only keys.
+    """
+    out = {}
+    for name, value in {**cfg.to_dict(), **flower_settings}.items():
+        key = name.replace("_", "-")
+        if key not in FLOWER_DEFAULTS and name not in _field_defaults():
+            raise ValueError(f"unknown setting {name!r}")
+        out[key] = "null" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else value
+    return out
+
+
+def app_config(pyproject: str | Path) -> dict:
+    """``[tool.flwr.app.config]`` of a Flower app's ``pyproject.toml`` ({} if it has none)."""
+    project = tomllib.loads(Path(pyproject).read_text())
+    return project.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
 
 
 def run_dir(run_id: int) -> Path:

@@ -1,62 +1,175 @@
-"""One call from Python (tests, notebooks, benchmarks): an experiment through Flower's simulation.
+"""One call from Python (tests, notebooks, benchmarks): an experiment through Flower's simulation,
+started the way Flower starts it from the command line, ``flwr run``.
 
-``flwr run .`` is the command-line way (it reads ``[tool.flwr.app.config]``); this function runs
-the same ServerApp and ClientApp in this process with Flower's Simulation Engine (Ray actors for
-the ClientApps, the ServerApp in a thread), one virtual SuperNode per client, and returns the
-history the ServerApp wrote.
+Flower's Python ``flwr.simulation.run_simulation`` is deprecated (Flower 1.42 warns that it "will
+be removed in a future version" and points to ``flwr run``); the entry point is the command line,
+``flwr run <app> <connection>`` against a SuperLink. This module
+does, in subprocesses, what you would type:
+
+1. ``flower-superlink --insecure --simulation --disable-runtime-dependency-installation
+   --host 127.0.0.1 --port P`` -- a local SuperLink in simulation mode (its SuperExec runs the
+   ServerApp and Ray's ClientApp actors, one virtual SuperNode per client), on a free port, with
+   ``FLWR_HOME`` in a temporary folder (so ``~/.flwr`` is left alone);
+2. a Flower app folder: ``pyproject.toml`` naming this package's ServerApp and ClientApp, with the
+   experiment as its ``[tool.flwr.app.config]`` (so it works without a repository checkout), and a
+   connection ``[superlink.fedpft-lite] address = "127.0.0.1:P"`` in ``$FLWR_HOME/config.toml``;
+3. ``flwr run <app> fedpft-lite --stream --federation-config "num-supernodes=N ..."``;
+4. stop the SuperLink, delete the temporary folder, read the history the ServerApp wrote.
 """
 from __future__ import annotations
 
-import logging
-import warnings
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 from ..config import FedConfig
 from ..history import History
 
+CONNECTION = "fedpft-lite"   # the SuperLink connection's name in $FLWR_HOME/config.toml
 
-def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, total_cpus: int | None = None,
-                   quiet: bool = True, **flower_settings) -> History:
-    """Run ``cfg`` through Flower's simulation; returns its :class:`History` (read back from
-    ``cfg.output_dir``, which defaults to a folder under the system temp dir).
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scripts_dir() -> Path:
+    """Where this environment's ``flwr`` and ``flower-superlink`` are (a kernel's PATH may lack it)."""
+    here = Path(sys.executable).parent
+    return here if (here / "flwr").exists() else Path(shutil.which("flwr") or "flwr").parent
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+
+
+def write_app(folder: Path, cfg: FedConfig, **flower_settings) -> Path:
+    """A Flower app folder running ``cfg``: ``pyproject.toml`` with this package's components
+    and the experiment as the app config (every key, so ``--run-config`` may override any)."""
+    import tomli_w   # a dependency of flwr
+
+    from .settings import run_config
+
+    project = {"project": {"name": "fedpft-lite-run", "version": "1.0.0"},
+               "tool": {"flwr": {"app": {"publisher": "fedpft-lite",
+                                         "components": {"serverapp": "fedpft_lite.flower.server_app:app",
+                                                        "clientapp": "fedpft_lite.flower.client_app:app"},
+                                         "config": run_config(cfg, **flower_settings)}}}}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(tomli_w.dumps(project))
+    return folder
+
+
+def federation_config(num_supernodes: int, client_cpus: float, client_gpus: float,
+                      total_cpus: int | None, quiet: bool) -> str:
+    """The ``--federation-config`` of a local simulation: its size and Ray's resources."""
+    opts = [f"num-supernodes={num_supernodes}", f"client-resources-num-cpus={client_cpus}",
+            f"client-resources-num-gpus={float(client_gpus)}"]
+    if total_cpus:
+        opts.append(f"init-args-num-cpus={total_cpus}")
+    if quiet:
+        opts += ['init-args-logging-level="ERROR"', "init-args-log-to-driver=false"]
+    return " ".join(opts)
+
+
+def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float | None = None,
+                   total_cpus: int | None = None, quiet: bool = True, echo: bool = False, startup_timeout_s: float = 60.0,
+                   **flower_settings) -> History:
+    """Run ``cfg`` through ``flwr run`` on a local simulation SuperLink (see the module
+    docstring); returns its :class:`History` (read back from ``cfg.output_dir``, which defaults
+    to a new folder under the system temp dir).
 
     Args:
         client_cpus: CPUs per ClientApp actor (Ray runs ``total_cpus / client_cpus`` at once).
+        client_gpus: GPUs per ClientApp actor. Default: 1 if ``cfg.device`` resolves to CUDA
+            (Ray hides the GPUs from an actor that asks for none), else 0.
         total_cpus: CPUs Ray may use (default: all).
-        quiet: keep Flower's and Ray's INFO logs and deprecation notices out of the output.
+        quiet: keep the run's log (Flower, Ray) out of the output; it is shown if the run fails.
+        echo: print the commands as they run.
         flower_settings: Flower-only keys with underscores (``proxy_dir=...``).
     """
-    from flwr.simulation import run_simulation as flwr_run_simulation
-
-    from .client_app import make_client_app
-    from .server_app import make_server_app
-
+    from ..utils import pick_device
     from .settings import fedconfig_from_run_config
 
-    overrides = {**cfg.to_dict(), **flower_settings}
-    fedconfig_from_run_config({}, overrides)  # fail here, before Ray starts
-    if overrides.get("output_dir") is None:  # else the ServerApp picks a folder we cannot find
-        import tempfile
-        overrides["output_dir"] = tempfile.mkdtemp(prefix="fedpft_lite_flower_")
-    out = Path(overrides["output_dir"])
-    overrides.setdefault("proxy_dir", str(out / "proxy"))
-    init_args = {"num_cpus": total_cpus} if total_cpus else {}
-    if quiet:
-        init_args.update(logging_level="ERROR", log_to_driver=False)
-    backend = {"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}, "init_args": init_args}
-    logger = logging.getLogger("flwr")
-    level = logger.level
-    if quiet:
-        logger.setLevel(logging.WARNING)
+    fedconfig_from_run_config({}, {**cfg.to_dict(), **flower_settings})  # fail before starting
+    if client_gpus is None:
+        client_gpus = 1.0 if pick_device(cfg.device).type == "cuda" else 0.0
+    if cfg.output_dir is None:   # else the ServerApp picks a folder we cannot find
+        cfg = cfg.replace(output_dir=tempfile.mkdtemp(prefix="fedpft_lite_flower_"))
+    out = Path(cfg.output_dir)
+    flower_settings.setdefault("proxy_dir", str(out / "proxy"))
+
+    home = Path(tempfile.mkdtemp(prefix="fedpft_lite_flwr_home_"))   # FLWR_HOME: removed below
+    port = _free_port()
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    superlink_cmd = ["flower-superlink", "--insecure", "--simulation",
+                     "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
+                     "--port", str(port)]
+    run_cmd = ["flwr", "run", str(home / "app"), CONNECTION, "--stream", "--federation-config",
+               federation_config(cfg.num_clients, client_cpus, client_gpus, total_cpus, quiet)]
+    superlink_log, run_log = home / "superlink.log", home / "run.log"
+    bin_dir = _scripts_dir()
     try:
-        with warnings.catch_warnings():
-            if quiet:
-                warnings.simplefilter("ignore", FutureWarning)
-            flwr_run_simulation(server_app=make_server_app(overrides),
-                                client_app=make_client_app(overrides),
-                                num_supernodes=cfg.num_clients, backend_config=backend)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+        write_app(home / "app", cfg, **flower_settings)
+        if echo:
+            print("$", shlex.join(superlink_cmd))
+        with open(superlink_log, "w") as log:
+            superlink = subprocess.Popen([str(bin_dir / superlink_cmd[0]), *superlink_cmd[1:]],
+                                         env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        try:
+            _wait_ready(superlink, port, startup_timeout_s, superlink_log)
+            if echo:
+                print(f"$ FLWR_HOME={home}", shlex.join(run_cmd))
+            with open(run_log, "w") as log:
+                done = subprocess.run([str(bin_dir / run_cmd[0]), *run_cmd[1:]], env=env,
+                                      stdout=log if quiet else None, stderr=subprocess.STDOUT)
+        finally:
+            _stop(superlink)
+        if done.returncode != 0 or not (out / "history.json").exists():
+            raise RuntimeError(f"`flwr run` exited with {done.returncode} and wrote no history to "
+                               f"{out}. Its output:\n{_tail(run_log)}\nSuperLink log:\n"
+                               f"{_tail(superlink_log)}")
     finally:
-        logger.setLevel(level)
-    if not (out / "history.json").exists():
-        raise RuntimeError(f"the Flower run wrote no history to {out}; see the log above")
+        shutil.rmtree(home, ignore_errors=True)
     return History.load(out)
+
+
+def _wait_ready(process: subprocess.Popen, port: int, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"flower-superlink did not answer on port {port} within {timeout_s:.0f} s:\n"
+                       f"{_tail(log)}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the SuperLink's process group (it stops its SuperExec), SIGKILL after 20 s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
