@@ -1,9 +1,11 @@
 """What does running the clients through Flower cost, next to the in-process simulator?
 
 Runs the same small job twice -- ``run_federated`` (clients in this process) and
-``fedpft_lite.flower.run_simulation`` (Flower's Simulation Engine: the ServerApp in a thread, the
-ClientApps in one Ray actor) -- and prints wall time (medians of interleaved repeats), the engine's start-up (Ray, the actor,
-the clients loading the proxy and their data), the per-round overhead, the ratios, whether the
+``fedpft_lite.flower.run_simulation`` (``flwr run`` on a local simulation SuperLink: the ServerApp
+in a subprocess, the ClientApps in one Ray actor; the README's numbers were measured before this
+moved off Flower's deprecated Python engine, whose ServerApp ran in a thread) -- and prints wall
+time (medians of interleaved repeats), the engine's start-up (Ray, the actor, the clients loading
+the proxy and their data), the per-round overhead, the ratios, whether the
 two histories are identical, and what the messages carried. One thread per process and one
 ClientApp actor, so both run the clients one after another on the same cores.
 
