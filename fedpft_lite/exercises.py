@@ -182,6 +182,53 @@ def lora_scaling(model) -> float:
     return values.pop()
 
 
+# references of notebooks 01 and 02 (package imports inside, so this module stays light to import)
+def _device(model):
+    return next(model.parameters()).device
+
+
+def saliency_and_top(fm, layer: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer ``layer``'s neuron saliency and the m neurons ``compress_ffn`` keeps there (sorted)."""
+    from .compression import neuron_saliency, select_neurons
+    w_in, w_out = ffn_linears(get_layers(fm.backbone)[layer], arch_of(fm.backbone))
+    return neuron_saliency(w_in, w_out), select_neurons(w_in, w_out, m)
+
+
+def sub_fm_parameters(fm, keep_ratio: float) -> int:
+    """Parameters of FedPFT's sub-FM at ``keep_ratio`` (the package's defaults otherwise)."""
+    from .compression import compress_ffn
+    return sum(p.numel() for p in compress_ffn(fm, keep_ratio=keep_ratio).parameters())
+
+
+def emulator_layer_map(fm, num_adapter_layers: int, emulator_layers: int) -> list[int]:
+    """The FM layers a FedOT emulator keeps (``build_emulator``'s ``layer_map``)."""
+    from .emulator import build_emulator
+    return build_emulator(fm, num_adapter_layers, emulator_layers).structure["layer_map"]
+
+
+def layer_distance(fm, proxy, batch: dict, layer: int) -> float:
+    """``hidden_state_distance`` of one layer on one batch."""
+    from .distance import hidden_state_distance
+    return hidden_state_distance(fm, proxy, [batch], device=_device(fm))[layer]
+
+
+def lora_gradient_cosine(fm, proxy, batch: dict, state: dict) -> float:
+    """Cosine of the proxy's and the FM's LoRA gradients (``gradient_similarity``), same state and batch."""
+    from .gradient_probe import gradient_similarity
+    return gradient_similarity(fm, proxy, batch, state, device=_device(fm))["cosine"]
+
+
+def alignment_rounds(rounds: int, t: int) -> list[int]:
+    """The rounds in which neuron-level alignment runs (``methods.is_alignment_round``)."""
+    from .methods import is_alignment_round
+    return [r for r in range(1, rounds + 1) if is_alignment_round(r, t, rounds)]
+
+
+def select_least_active(apoz: torch.Tensor, p: float) -> torch.Tensor:
+    from .alignment import select_neurons_to_update
+    return select_neurons_to_update(apoz, p)
+
+
 CHECKS: dict[str, dict[int, Check]] = {
     "00_primer": {
         1: Check("count the parameters that belong to one FFN neuron of MiniLM",
@@ -197,5 +244,39 @@ CHECKS: dict[str, dict[int, Check]] = {
         4: Check("average the three client states with weights proportional to their example counts n_k",
                  lambda client_states, n_k: fedavg(client_states, n_k),
                  "client k's weight is n_k / sum(n_k); average every key of the states"),
+    },
+    "01_compression": {
+        1: Check("compute the saliency s_j of every FFN neuron of layer LAYER and the M most salient neurons "
+                 "(indices, sorted ascending)",
+                 saliency_and_top,
+                 "s_j = sqrt(sum of squares of row j of W_in + sum of squares of column j of W_out); then "
+                 "torch.topk(s, M).indices, sorted with torch.sort"),
+        2: Check("count the parameters of the sub-FM at keep_ratio R without compress_ffn",
+                 sub_fm_parameters,
+                 "start from the FM's parameter count; each compressed layer (all but the first and last) "
+                 "loses intermediate_size - round(R * intermediate_size) neurons, each owning "
+                 "2 * hidden_size + 1 parameters"),
+        3: Check("list the FM layers a FedOT emulator with A adapter layers at each end and K emulator layers keeps",
+                 emulator_layer_map,
+                 "bottom = range(A), middle = range(A, n - A), top = range(n - A, n); keep middle[round(i * "
+                 "(M - 1) / (K - 1))] for i in range(K), with M = len(middle)"),
+    },
+    "02_alignment": {
+        1: Check("compute the normalised MSE d of layer LAYER between the FM and the proxy on one batch",
+                 layer_distance,
+                 "output_hidden_states=True gives the embeddings first, so layer i is hidden_states[i + 1]; "
+                 "sum (T - S)^2 and T^2 over real tokens only (attention_mask), over all hidden units, then divide"),
+        2: Check("compute the cosine between the proxy's and the FM's LoRA gradients on one batch and state",
+                 lora_gradient_cosine,
+                 "load the same state into both models (load_trainable_state; the FM with fm_names=False), "
+                 "model.eval(), loss.backward(), then concatenate the .grad of every parameter named lora_ "
+                 "in the same order for both models (not the head)"),
+        3: Check("select the p share of neurons with the highest APoZ (least active), indices sorted ascending",
+                 select_least_active,
+                 "k = round(p * number of neurons); the k largest APoZ values (ties: the lower index first), "
+                 "then sort the indices"),
+        4: Check("list the rounds in which neuron-level alignment runs with ROUNDS rounds and t = T",
+                 alignment_rounds,
+                 "rounds t, 2t, 3t, ... but only those strictly before the last round"),
     },
 }
