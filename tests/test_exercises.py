@@ -1,8 +1,9 @@
 """Notebook exercises (fedpft_lite.exercises): a blank or wrong answer fails its check, the reference
-solution passes, and notebook 00's stored exercise cells are blank and match the solutions file.
+solution passes, and every notebook's stored exercise cells are blank and match its solutions file.
 
-The exercise and check cells are taken from the stored notebook and run here, in a namespace that
-holds what the notebook defined before them, so these tests check the cells a student sees."""
+The exercise and check cells are taken from the stored notebooks and run here, in a namespace that
+holds what each notebook defined before them (a small stand-in built by ``NOTEBOOK_STATES``), so these
+tests check the cells a student sees."""
 import copy
 import json
 import re
@@ -15,21 +16,24 @@ from fedpft_lite.arch import arch_of, ffn_linears, get_layers
 from fedpft_lite.compression import compress_ffn
 from fedpft_lite.exercises import (CHECKS, SOLUTIONS_ENV, Exercises, ExerciseNotDone, ExerciseWrong, difference,
                                    is_blank, load_solutions)
-from fedpft_lite.lora import add_lora
+from fedpft_lite.data import encode, load_task, make_loader
+from fedpft_lite.lora import add_lora, trainable_state
 from fedpft_lite.models import load_foundation_model
 
 NOTEBOOK = "00_primer"
-NOTEBOOK_PATH = Path(__file__).resolve().parents[1] / "notebooks" / f"{NOTEBOOK}.ipynb"
+NOTEBOOKS = ["00_primer", "01_compression", "02_alignment"]   # every notebook with checked exercises
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 EXERCISE = re.compile(r"^# EXERCISE (\d+):")
+ALL_EXERCISES = [(nb, n) for nb in NOTEBOOKS for n in sorted(CHECKS[nb])]
 
 
-def notebook_cells():
-    return json.loads(NOTEBOOK_PATH.read_text())["cells"]
+def notebook_cells(notebook: str = NOTEBOOK):
+    return json.loads((NOTEBOOK_DIR / f"{notebook}.ipynb").read_text())["cells"]
 
 
-def exercise_cells() -> dict[int, tuple[str, str]]:
+def exercise_cells(notebook: str = NOTEBOOK) -> dict[int, tuple[str, str]]:
     """{n: (exercise cell source, the check cell after it)} from the stored notebook."""
-    cells = notebook_cells()
+    cells = notebook_cells(notebook)
     out = {}
     for i, cell in enumerate(cells):
         source = "".join(cell["source"])
@@ -40,10 +44,13 @@ def exercise_cells() -> dict[int, tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def notebook_state():
+def minilm():
+    fm, tokenizer = load_foundation_model("minilm", num_labels=5)
+    return fm.eval(), tokenizer
+
+
+def primer_state(fm, tokenizer):
     """What notebook 00 has defined when its exercises run (section 1 to 3), on the real MiniLM."""
-    fm, _ = load_foundation_model("minilm", num_labels=5)
-    fm.eval()
     layer = 2
     w_in, w_out = ffn_linears(get_layers(fm.backbone)[layer], arch_of(fm.backbone))
     return {"torch": torch, "fm": fm, "cfg": fm.config, "sub": compress_ffn(fm, keep_ratio=0.25),
@@ -51,29 +58,72 @@ def notebook_state():
             "fm_lora": add_lora(copy.deepcopy(fm)).eval()}
 
 
-def run_exercise(n, state, monkeypatch, solutions: bool):
+def compression_state(fm, tokenizer):
+    """What notebook 01 has defined when its exercises run."""
+    return {"torch": torch, "fm": fm, "cfg": fm.config, "arch": arch_of(fm.backbone), "ffn_linears": ffn_linears,
+            "get_layers": get_layers, "fm_total": sum(p.numel() for p in fm.parameters())}
+
+
+def alignment_state(fm, tokenizer):
+    """What notebook 02 has defined when its exercises run: a sub-FM (unaligned here: the checks do not
+    care), a test loader, LoRA models with a probe state of random B, and an APoZ with ties."""
+    task = load_task("bbc-news", max_train=16, max_test=8)
+    loader = make_loader(encode(task["test"], tokenizer, max_length=32), tokenizer, batch_size=8)
+    sub = compress_ffn(fm, keep_ratio=0.25)
+    fm_lora = add_lora(copy.deepcopy(fm)).eval()
+    g = torch.Generator().manual_seed(0)
+    state = {n: (torch.randn(v.shape, generator=g) * 0.05 if "lora_B" in n else v)
+             for n, v in trainable_state(fm_lora).items()}
+    apoz = (torch.rand(384, generator=g) * 10).round() / 10      # many ties: the tie rule matters
+    return {"torch": torch, "fm": fm, "sub": sub, "device": torch.device("cpu"), "test_loader": loader,
+            "probe_loader": make_loader(encode(task["train"], tokenizer, max_length=32), tokenizer, batch_size=8),
+            "fm_lora": fm_lora, "proxies": {"aligned sub-FM": add_lora(copy.deepcopy(sub)).eval()},
+            "state": state, "apoz": {2: apoz}, "P": 0.5}
+
+
+NOTEBOOK_STATES = {"00_primer": primer_state, "01_compression": compression_state, "02_alignment": alignment_state}
+
+
+@pytest.fixture(scope="module")
+def states(minilm):
+    """{notebook: its namespace}, each built on first use."""
+    cache = {}
+
+    def get(notebook):
+        if notebook not in cache:
+            cache[notebook] = NOTEBOOK_STATES[notebook](*minilm)
+        return cache[notebook]
+    return get
+
+
+@pytest.fixture(scope="module")
+def notebook_state(states):
+    return states(NOTEBOOK)
+
+
+def run_exercise(n, state, monkeypatch, solutions: bool, notebook: str = NOTEBOOK):
     """Run exercise n's stored cell, then its check cell, in a copy of the notebook's namespace."""
     if solutions:
         monkeypatch.setenv(SOLUTIONS_ENV, "1")
     else:
         monkeypatch.delenv(SOLUTIONS_ENV, raising=False)
     namespace = dict(state)
-    namespace["ex"] = Exercises(NOTEBOOK, namespace)
-    exercise, check = exercise_cells()[n]
+    namespace["ex"] = Exercises(notebook, namespace)
+    exercise, check = exercise_cells(notebook)[n]
     exec(exercise, namespace)
     exec(check, namespace)
     return namespace
 
 
-@pytest.mark.parametrize("n", sorted(CHECKS[NOTEBOOK]))
-def test_a_blank_answer_fails_its_check(n, notebook_state, monkeypatch):
+@pytest.mark.parametrize("notebook, n", ALL_EXERCISES)
+def test_a_blank_answer_fails_its_check(notebook, n, states, monkeypatch):
     with pytest.raises(ExerciseNotDone, match=rf"fill in EXERCISE {n}: "):
-        run_exercise(n, notebook_state, monkeypatch, solutions=False)
+        run_exercise(n, states(notebook), monkeypatch, solutions=False, notebook=notebook)
 
 
-@pytest.mark.parametrize("n", sorted(CHECKS[NOTEBOOK]))
-def test_the_solution_passes_its_check(n, notebook_state, monkeypatch, capsys):
-    run_exercise(n, notebook_state, monkeypatch, solutions=True)
+@pytest.mark.parametrize("notebook, n", ALL_EXERCISES)
+def test_the_solution_passes_its_check(notebook, n, states, monkeypatch, capsys):
+    run_exercise(n, states(notebook), monkeypatch, solutions=True, notebook=notebook)
     assert f"EXERCISE {n} correct." in capsys.readouterr().out
 
 
@@ -98,6 +148,29 @@ def test_wrong_answers_fail(notebook_state, monkeypatch):
             ex.check(n, answer, **inputs)
 
 
+def test_wrong_answers_fail_in_notebooks_01_and_02(states):
+    s1, s2 = states("01_compression"), states("02_alignment")
+    fm, cfg = s1["fm"], s1["cfg"]
+    assert cfg.num_hidden_layers == 6     # the wrong answers below are written for MiniLM
+    w_in, w_out = ffn_linears(get_layers(fm.backbone)[3], arch_of(fm.backbone))
+    sal = torch.sqrt(w_in.weight.detach().pow(2).sum(1) + w_out.weight.detach().pow(2).sum(0))
+    by_weight_in = w_in.weight.detach().pow(2).sum(1).sqrt()
+    apoz = s2["apoz"][2]
+    wrong = [
+        ("01_compression", 1, (sal, torch.topk(sal, 384).indices), {"fm": fm, "layer": 3, "m": 384}),   # unsorted
+        ("01_compression", 1, (by_weight_in, torch.sort(torch.topk(by_weight_in, 384).indices).values),
+         {"fm": fm, "layer": 3, "m": 384}),                                                            # W_in only
+        ("01_compression", 2, s1["fm_total"] - 4 * 768 * 2 * 384, {"fm": fm, "keep_ratio": 0.5}),      # forgot b_in
+        ("01_compression", 3, [0, 1, 2, 4, 5], {"fm": fm, "num_adapter_layers": 1, "emulator_layers": 3}),  # floor
+        ("02_alignment", 3, torch.sort(torch.sort(apoz, stable=True).indices[:192]).values,
+         {"apoz": apoz, "p": 0.5}),                                                                    # most active
+        ("02_alignment", 4, [10, 20, 30], {"rounds": 30, "t": 10}),                                    # the last round
+    ]
+    for notebook, n, answer, inputs in wrong:
+        with pytest.raises(ExerciseWrong, match=rf"EXERCISE {n} is not right yet: .+ Hint: "):
+            Exercises(notebook, {}).check(n, answer, **inputs)
+
+
 def test_fill_runs_nothing_without_the_variable(monkeypatch):
     monkeypatch.delenv(SOLUTIONS_ENV, raising=False)
     namespace = {}
@@ -111,15 +184,16 @@ def test_fill_runs_nothing_without_the_variable(monkeypatch):
     assert namespace["scaling"] == 6.0
 
 
-def test_the_stored_notebook_has_blank_exercises_matching_checks_and_solutions():
-    cells = exercise_cells()
-    assert len(cells) >= 3
-    assert sorted(cells) == sorted(CHECKS[NOTEBOOK]) == sorted(load_solutions(NOTEBOOK))
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_the_stored_notebook_has_blank_exercises_matching_checks_and_solutions(notebook):
+    cells = exercise_cells(notebook)
+    assert len(cells) >= 2
+    assert sorted(cells) == sorted(CHECKS[notebook]) == sorted(load_solutions(notebook))
     for n, (exercise, check) in cells.items():
         assert re.search(r"= \.\.\.\s*(#.*)?$", exercise, re.MULTILINE), f"EXERCISE {n}: no blank `= ...` placeholder"
         assert f"ex.fill({n})" in exercise
         assert check.lstrip().startswith(f"ex.check({n}, "), f"the cell after EXERCISE {n} is not its check"
-    assert all(not c.get("outputs") and not c.get("execution_count") for c in notebook_cells()
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in notebook_cells(notebook)
                if c["cell_type"] == "code"), "strip the notebook's outputs before committing"
 
 
