@@ -17,13 +17,42 @@ from .experiments import Experiment, get_experiment
 from .stats import Interval, describe_difference, mean_interval, paired_difference
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
-#: The committed lite results, in a checkout of the repository (not in an installed wheel).
-COMMITTED_ROOT = Path(__file__).resolve().parents[1] / "data" / "results" / "reproduce"
+#: Where a wheel installs the repository's ``data/results`` (its small files; see setup.py).
+INSTALLED_RESULTS = Path("share") / "fedpft_lite" / "results"
+
+
+def results_root() -> Path:
+    """The committed results folder (``data/results`` layout: ``reproduce/lite/<experiment>/``,
+    ``archive/``, ``probe_*.json``). A checkout of the repository (``pip install -e .`` or running
+    from the source tree) uses its own ``data/results``; an installed wheel (``pip install .``, Colab)
+    the copy it installed under ``<prefix>/share/fedpft_lite/results``, located through the wheel's
+    file list (so any install scheme works: venv, --user, /usr/local). Without either, the checkout
+    path, which then does not exist (callers report "not available")."""
+    checkout = Path(__file__).resolve().parents[1] / "data" / "results"
+    if checkout.is_dir():
+        return checkout
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+        dist = distribution("fedpft-lite")
+        marker = INSTALLED_RESULTS.as_posix() + "/"
+        for f in dist.files or ():
+            posix = Path(f).as_posix()
+            if marker in posix:       # e.g. ../../../share/fedpft_lite/results/probe_x.json
+                return Path(dist.locate_file(posix[:posix.index(marker) + len(marker) - 1])).resolve()
+    except PackageNotFoundError:
+        pass
+    import sysconfig
+    installed = Path(sysconfig.get_path("data")) / INSTALLED_RESULTS
+    return installed if installed.is_dir() else checkout
+
+
+#: The committed lite results: ``<results_root()>/reproduce`` (``<name>/summary.csv``, ``meta.json``).
+COMMITTED_ROOT = results_root() / "reproduce"
 
 
 def committed_summary(name: str) -> pd.DataFrame | None:
-    """The committed summary of a lite experiment (``data/results/reproduce/<name>/summary.csv``),
-    or None where this installation has no checkout of the repository's data folder."""
+    """The committed summary of a lite experiment (``<COMMITTED_ROOT>/<name>/summary.csv``, from the
+    checkout or the installed wheel), or None where it has not been committed (yet)."""
     path = COMMITTED_ROOT / name / "summary.csv"
     return pd.read_csv(path) if path.exists() else None
 
