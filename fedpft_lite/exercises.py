@@ -89,7 +89,11 @@ def difference(yours, reference, rel_tol: float = 1e-6, abs_tol: float = 1e-6) -
     """Why ``yours`` is not ``reference`` (None when they agree): numbers within a tolerance,
     tensors of the same shape and values, dicts with the same keys, tuples element by element.
     Never reveals a reference number, only shapes, keys and lengths."""
+    if isinstance(reference, str):
+        return None if yours == reference else "not the package's choice"
     if isinstance(reference, torch.Tensor):
+        if isinstance(yours, (list, tuple)) or type(yours).__module__ == "numpy":
+            yours = torch.as_tensor(yours)   # a NumPy array or nested list is fine too
         if not isinstance(yours, torch.Tensor):
             return f"expected a tensor, got {type(yours).__name__}"
         if yours.shape != reference.shape:
@@ -229,6 +233,39 @@ def select_least_active(apoz: torch.Tensor, p: float) -> torch.Tensor:
     return select_neurons_to_update(apoz, p)
 
 
+def round_bytes_down(state, clients: int) -> int:
+    """Bytes the server sends in a round without alignment: the global state to each client."""
+    from .lora import state_bytes
+    return clients * state_bytes(state)
+
+
+def client_label_counts(labels, parts) -> torch.Tensor:
+    """(clients, classes) examples of each class per client, as ``partition_summary`` counts them."""
+    from .partition import label_counts
+    return torch.as_tensor(label_counts(labels, parts))
+
+
+def paper_round_lr(r: int) -> float:
+    """``round_lr`` of round r under the paper's protocol (lr 8e-4, linear decay over 10 rounds)."""
+    from .config import FedConfig
+    from .federated import round_lr
+    return round_lr(FedConfig(lr=8e-4, rounds=10), r)
+
+
+def same_seed_gap(summary, a: str = "FedPFT", b: str = "FedOT") -> tuple[float, float]:
+    """(mean, 95 % half-width) of the same-seed difference a - b of fm_accuracy, in points."""
+    from .results import paired
+    iv = paired(summary, a, b)
+    return iv.mean, iv.half
+
+
+def validation_choice(summary) -> tuple[str, float]:
+    """The cell with the best mean validation accuracy, and its mean test accuracy (%)."""
+    means = summary.groupby("cell")[["fm_val_accuracy", "fm_accuracy"]].mean()
+    best = means["fm_val_accuracy"].idxmax()
+    return best, 100 * float(means.loc[best, "fm_accuracy"])
+
+
 CHECKS: dict[str, dict[int, Check]] = {
     "00_primer": {
         1: Check("count the parameters that belong to one FFN neuron of MiniLM",
@@ -278,5 +315,30 @@ CHECKS: dict[str, dict[int, Check]] = {
         4: Check("list the rounds in which neuron-level alignment runs with ROUNDS rounds and t = T",
                  alignment_rounds,
                  "rounds t, 2t, 3t, ... but only those strictly before the last round"),
+    },
+    "03_federated_rounds": {
+        1: Check("count the bytes the server sends down in a FedPFT round without alignment",
+                 round_bytes_down,
+                 "each sampled client receives the whole global state; a tensor takes numel() * "
+                 "element_size() bytes"),
+        2: Check("count, for every client of parts_1, its sentences of each topic (clients x classes)",
+                 client_label_counts,
+                 "parts_1[k] holds the indices of client k's examples; count topic_labels[parts_1[k]] "
+                 "per class, with zeros for absent classes (np.bincount's minlength)"),
+        3: Check("compute the learning rate of round 10 under the paper's protocol",
+                 paper_round_lr,
+                 "round_lr decays linearly as lr * (1 - (r - 1) / R), so the last round keeps lr / R"),
+    },
+    "04_reproduction": {
+        1: Check("compute the same-seed difference FedPFT - FedOT (points): its mean and the half-width "
+                 "of its 95 % interval",
+                 same_seed_gap,
+                 "subtract within each seed first (pivot seeds x cells, fm_accuracy x 100), then "
+                 "fedpft_lite.stats.mean_interval or paired_difference on the differences"),
+        2: Check("choose the setting with the best mean validation accuracy and give its mean test "
+                 "accuracy (%)",
+                 validation_choice,
+                 "average fm_val_accuracy over seeds per cell, take the best cell, then average that "
+                 "cell's fm_accuracy (x 100)"),
     },
 }
