@@ -4,24 +4,30 @@ solution passes, and every notebook's stored exercise cells are blank and match 
 The exercise and check cells are taken from the stored notebooks and run here, in a namespace that
 holds what each notebook defined before them (a small stand-in built by ``NOTEBOOK_STATES``), so these
 tests check the cells a student sees."""
+import ast
 import copy
 import json
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from fedpft_lite import label_names, partition
 from fedpft_lite.arch import arch_of, ffn_linears, get_layers
 from fedpft_lite.compression import compress_ffn
 from fedpft_lite.exercises import (CHECKS, SOLUTIONS_ENV, Exercises, ExerciseNotDone, ExerciseWrong, difference,
                                    is_blank, load_solutions)
+from fedpft_lite.config import FedConfig
 from fedpft_lite.data import encode, load_task, make_loader
 from fedpft_lite.lora import add_lora, trainable_state
 from fedpft_lite.models import load_foundation_model
+from fedpft_lite.results import COMMITTED_ROOT, committed_summary
 
 NOTEBOOK = "00_primer"
-NOTEBOOKS = ["00_primer", "01_compression", "02_alignment"]   # every notebook with checked exercises
+NOTEBOOKS = ["00_primer", "01_compression", "02_alignment", "03_federated_rounds", "04_reproduction"]
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 EXERCISE = re.compile(r"^# EXERCISE (\d+):")
 ALL_EXERCISES = [(nb, n) for nb in NOTEBOOKS for n in sorted(CHECKS[nb])]
@@ -81,7 +87,35 @@ def alignment_state(fm, tokenizer):
             "state": state, "apoz": {2: apoz}, "P": 0.5}
 
 
-NOTEBOOK_STATES = {"00_primer": primer_state, "01_compression": compression_state, "02_alignment": alignment_state}
+def rounds_state(fm, tokenizer):
+    """What notebook 03 has defined at its exercises: the states of section 4 (FedPFT's), the lite
+    Table 1's config and the Dirichlet split of section 3."""
+    fm, _ = load_foundation_model("minilm", num_labels=2)
+    topics_task = load_task("bbc-news")
+    topic_labels = np.array(topics_task["train"]["label"])
+    return {"np": np, "states": {"fedpft": trainable_state(add_lora(compress_ffn(fm, keep_ratio=0.25)))},
+            "base": FedConfig(num_clients=20, fraction=0.2), "topic_labels": topic_labels,
+            "topics": label_names(topics_task),
+            "parts_1": partition(topic_labels, 10, "dirichlet", alpha=1.0, seed=0)}
+
+
+def reproduction_state(fm, tokenizer):
+    """Notebook 04's exercise inputs, chosen as its section 7 chooses them."""
+    summaries = {n: committed_summary(n) for n in ("lite/table1", "lite/neuron-steps")}
+    ex_summary = summaries["lite/table1"]
+    if ex_summary is None or not {"FedPFT", "FedOT"} <= set(ex_summary.cell):
+        ex_summary = pd.read_csv(COMMITTED_ROOT.parent / "archive" / "engine1-bbc-topics" / "lite" / "table1"
+                                 / "summary.csv")
+    choice = next((s for s in (summaries["lite/neuron-steps"], summaries["lite/table1"])
+                   if s is not None and "fm_val_accuracy" in s and s.fm_val_accuracy.notna().any()), None)
+    if choice is None:   # nothing committed yet with a validation column: two cells, two seeds
+        choice = pd.DataFrame({"cell": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1],
+                               "fm_val_accuracy": [0.7, 0.72, 0.75, 0.71], "fm_accuracy": [0.7, 0.7, 0.8, 0.7]})
+    return {"pd": pd, "ex_summary": ex_summary, "choice_summary": choice}
+
+
+NOTEBOOK_STATES = {"00_primer": primer_state, "01_compression": compression_state, "02_alignment": alignment_state,
+                   "03_federated_rounds": rounds_state, "04_reproduction": reproduction_state}
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +145,9 @@ def run_exercise(n, state, monkeypatch, solutions: bool, notebook: str = NOTEBOO
     namespace["ex"] = Exercises(notebook, namespace)
     exercise, check = exercise_cells(notebook)[n]
     exec(exercise, namespace)
-    exec(check, namespace)
+    # only the check call itself: lines after it in the cell may print with names of later sections
+    first = ast.parse(check).body[0]
+    exec(ast.get_source_segment(check, first), namespace)
     return namespace
 
 
@@ -205,3 +241,38 @@ def test_blank_detection_and_differences():
     assert difference({"b": torch.zeros(1)}, {"a": torch.zeros(1)}) == "keys ['b'], expected ['a']"
     assert difference("six", 6.0) == "expected a number, got str"
     assert difference((1, 2), (1, 3)) == "value 2: not the package's value"
+
+
+def test_wrong_answers_fail_in_03_and_04(states):
+    rounds, repro = states("03_federated_rounds"), states("04_reproduction")
+    state = rounds["states"]["fedpft"]
+    one_client = sum(t.numel() * t.element_size() for t in state.values())
+    counts = np.stack([np.bincount(rounds["topic_labels"][p], minlength=5) for p in rounds["parts_1"]])
+    s = repro["ex_summary"]
+    acc = 100 * s.pivot_table(index="seed", columns="cell", values="fm_accuracy")
+    unpaired = (acc["FedPFT"].mean() - acc["FedOT"].mean(), 1.96 * (acc["FedPFT"] - acc["FedOT"]).std())
+    means = repro["choice_summary"].groupby("cell")[["fm_val_accuracy", "fm_accuracy"]].mean()
+    on_test = means["fm_accuracy"].idxmax()
+    wrong = [
+        ("03_federated_rounds", 1, one_client, {"state": state, "clients": 4}),          # one client only
+        ("03_federated_rounds", 1, 4 * sum(t.numel() for t in state.values()),           # values, not bytes
+         {"state": state, "clients": 4}),
+        ("03_federated_rounds", 2, counts.T, {"labels": rounds["topic_labels"], "parts": rounds["parts_1"]}),
+        ("03_federated_rounds", 2, counts[:, ::-1].copy(), {"labels": rounds["topic_labels"], "parts": rounds["parts_1"]}),
+        ("03_federated_rounds", 3, 0.0, {"r": 10}),                                      # lr * (1 - r / R)
+        ("04_reproduction", 1, unpaired, {"summary": s}),                                # normal, not t quantile
+        ("04_reproduction", 2, ("no such cell", 70.0), {"summary": repro["choice_summary"]}),
+    ]
+    if on_test != means["fm_val_accuracy"].idxmax():                                     # chosen on test
+        wrong.append(("04_reproduction", 2, (on_test, 100 * means.loc[on_test, "fm_accuracy"]),
+                      {"summary": repro["choice_summary"]}))
+    for notebook, n, answer, inputs in wrong:
+        with pytest.raises(ExerciseWrong, match=rf"EXERCISE {n} is not right yet: .+ Hint: "):
+            Exercises(notebook, {}).check(n, answer, **inputs)
+
+
+def test_strings_and_arrays_compare():
+    assert difference("steps=20", "steps=20") is None
+    assert difference("steps=0", "steps=20") == "not the package's choice"
+    assert difference(np.array([[1, 2]]), torch.tensor([[1, 2]])) is None
+    assert difference([[1, 2]], torch.tensor([[1, 3]])) == "right shape, wrong values"
