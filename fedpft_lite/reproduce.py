@@ -15,6 +15,7 @@ continues from its checkpoint), and nothing already computed is overwritten.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -178,11 +179,6 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
             "seeds": sorted({s for _, s, _ in todo}), "cells": list(dict.fromkeys(c for c, _, _ in todo)),
             "quick": quick, "machine": machine_info(dev),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    # Rows of earlier invocations (other seeds or cells) are kept, never dropped.
-    earlier = pd.read_csv(out / "summary.csv") if (out / "summary.csv").exists() else None
-    new_ids = {(c, s) for c, s, _ in todo}
-    if earlier is not None:
-        earlier = earlier[[(c, s) not in new_ids for c, s in zip(earlier["cell"], earlier["seed"])]]
     rows, computed, t0 = [], 0, time.time()
     for i, (cell, seed, cfg) in enumerate(todo, 1):
         key = run_key(cfg, dev.type)
@@ -206,14 +202,51 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
         if verbose:
             print(f"[{i}/{len(todo)}] {cell}, seed {seed}: FM accuracy {100 * res['fm_accuracy']:.2f} % "
                   f"({status})", flush=True)
-        table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-        if earlier is not None and len(earlier):
-            table = pd.concat([earlier, table], ignore_index=True)
-        table.to_csv(out / "summary.csv", index=False)
+        write_summary(out, rows)
     call.update(finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"), wall_seconds=round(time.time() - t0, 1),
                 computed=computed, reused=len(todo) - computed)
-    _append_invocation(out / "meta.json", exp.name, call)
+    with _summary_lock(out):
+        _append_invocation(out / "meta.json", exp.name, call)
     return pd.read_csv(out / "summary.csv")
+
+
+@contextlib.contextmanager
+def _summary_lock(folder: Path):
+    """An exclusive lock on an experiment's folder (POSIX ``flock``; none where there is none), so
+    reproductions of one experiment run side by side (other seeds or cells) never write its
+    summary.csv or meta.json at the same moment."""
+    try:
+        import fcntl
+    except ImportError:              # Windows: no side-by-side protection
+        yield
+        return
+    with open(folder / "summary.csv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_summary(folder: Path, rows: list[dict]) -> None:
+    """Merge this invocation's rows into ``folder/summary.csv``: rows of the same (cell, seed) are
+    replaced, every other row is kept. The file is re-read under the lock at every write, never
+    from a copy taken at the start: two reproductions of one experiment started side by side
+    (other seeds or cells) would otherwise each write back their own start-time copy and drop
+    the rows the other added meanwhile."""
+    import pandas as pd
+
+    mine = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    path = folder / "summary.csv"
+    with _summary_lock(folder):
+        if path.exists():
+            on_disk = pd.read_csv(path)
+            ids = set(zip(mine["cell"], mine["seed"]))
+            kept = on_disk[[(c, s) not in ids for c, s in zip(on_disk["cell"], on_disk["seed"])]]
+            mine = pd.concat([kept, mine], ignore_index=True) if len(kept) else mine
+        tmp = path.with_name(f"summary.csv.tmp{os.getpid()}")
+        mine.to_csv(tmp, index=False)
+        os.replace(tmp, path)             # atomic: a reader sees the old or the new file
 
 
 def _append_invocation(path: Path, name: str, call: dict) -> None:

@@ -161,6 +161,29 @@ def test_reproduce_writes_summary_reuses_runs_and_keeps_earlier_rows(tiny_experi
     assert table.loc["FedPFT", "seeds"] == 2
 
 
+def test_side_by_side_reproductions_of_one_experiment_keep_each_others_rows(tiny_experiment, tmp_path,
+                                                                           monkeypatch):
+    """While one reproduction computes a run, another (other seed) finishes and writes the summary;
+    the first must not write back a summary without the second's rows (it used to: it merged into
+    a copy of summary.csv taken when it started)."""
+    import fedpft_lite.federated as federated
+    real, nested = federated.run_federated, {}
+
+    def run_and_let_another_finish(cfg, **kw):
+        if "started" not in nested:
+            nested["started"] = True
+            nested["summary"] = reproduce(tiny_experiment, tmp_path, seeds=[1], cells=["FedPETuning"],
+                                          quick=False, progress=False)
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(federated, "run_federated", run_and_let_another_finish)
+    first = reproduce(tiny_experiment, tmp_path, seeds=[0], cells=["FedPETuning"], quick=False, progress=False)
+    assert sorted(zip(nested["summary"].cell, nested["summary"].seed)) == [("FedPETuning", 1)]
+    assert sorted(zip(first.cell, first.seed)) == [("FedPETuning", 0), ("FedPETuning", 1)]
+    calls = json.loads((tmp_path / "test/tiny/meta.json").read_text())["invocations"]
+    assert [c["seeds"] for c in calls] == [[1], [0]]
+
+
 def test_run_key_ignores_bookkeeping_but_not_settings(tiny_experiment):
     cfg = tiny_experiment.config("FedPFT", 0)
     assert run_key(cfg, "cpu") == run_key(cfg.replace(output_dir="x", overwrite=True), "cpu")
