@@ -266,6 +266,21 @@ def validation_choice(summary) -> tuple[str, float]:
     return best, 100 * float(means.loc[best, "fm_accuracy"])
 
 
+def sampled_per_round(num_clients: int, fraction: float) -> int:
+    """Clients the server samples, and so the ClientApps it messages, in every round
+    (``FedConfig.clients_per_round``, the number ``federated.sample_clients`` draws)."""
+    from .config import FedConfig
+    return FedConfig(num_clients=num_clients, fraction=fraction).clients_per_round
+
+
+def flower_patch_rounds(rounds: int, t: int) -> list[int]:
+    """The rounds whose Flower train messages carry an FFN patch (``proxy-patch``): every round after
+    the first neuron-level alignment, because the ServerApp sends each sampled client all neurons
+    aligned so far (``alignment.aligned_neurons``): SuperNodes keep no state between rounds."""
+    aligned = alignment_rounds(rounds, t)
+    return [r for r in range(1, rounds + 1) if aligned and r > aligned[0]]
+
+
 CHECKS: dict[str, dict[int, Check]] = {
     "00_primer": {
         1: Check("count the parameters that belong to one FFN neuron of MiniLM",
@@ -340,5 +355,17 @@ CHECKS: dict[str, dict[int, Check]] = {
                  validation_choice,
                  "average fm_val_accuracy over seeds per cell, take the best cell, then average that "
                  "cell's fm_accuracy (x 100)"),
+    },
+    "05_flower": {
+        1: Check("count the clients (ClientApps on SuperNodes) the ServerApp sends a train message to in "
+                 "each round of cfg",
+                 sampled_per_round,
+                 "fraction x num_clients, rounded to the nearest integer (Python's round), and at least 1"),
+        2: Check("list the rounds whose train messages carry an FFN patch (proxy-patch) in the Flower run "
+                 "of cfg",
+                 flower_patch_rounds,
+                 "neuron-level alignment runs in rounds t, 2t, ... before the last; from the round after the "
+                 "first one on, every round's messages carry all neurons aligned so far (nodes keep no "
+                 "state), not only the round right after an alignment"),
     },
 }
