@@ -27,7 +27,7 @@ from fedpft_lite.models import load_foundation_model
 from fedpft_lite.results import COMMITTED_ROOT, committed_summary
 
 NOTEBOOK = "00_primer"
-NOTEBOOKS = ["00_primer", "01_compression", "02_alignment", "03_federated_rounds", "04_reproduction"]
+NOTEBOOKS = ["00_primer", "01_compression", "02_alignment", "03_federated_rounds", "04_reproduction", "05_flower"]
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 EXERCISE = re.compile(r"^# EXERCISE (\d+):")
 ALL_EXERCISES = [(nb, n) for nb in NOTEBOOKS for n in sorted(CHECKS[nb])]
@@ -114,8 +114,22 @@ def reproduction_state(fm, tokenizer):
     return {"pd": pd, "ex_summary": ex_summary, "choice_summary": choice}
 
 
+def flower_state(fm, tokenizer):
+    """Notebook 05's exercise inputs: its quick run's FedConfig (section 1), built without Flower, and
+    the in-process history the check cells print from (one row per round with its sampled clients).
+    No Flower run: the checks need none."""
+    run = dict(max_train=120, max_test=64, max_public=64, num_clients=3, fraction=0.67, rounds=3,
+               max_length=32, align_steps=3)
+    cfg = FedConfig(model="minilm", task="bbc-news", method="fedpft", partition="dirichlet", alpha=1.0,
+                    batch_size=16, lr=3e-3, eval_batch_size=64, device="cpu",
+                    align_before=True, align_during=True, align_every=2, **run)
+    return {"cfg": cfg, "RUN": run, "RUN_FLOWER": False, "HAVE_FLWR": False,
+            "local": [{"round": r, "clients": [0, 2]} for r in range(1, cfg.rounds + 1)]}
+
+
 NOTEBOOK_STATES = {"00_primer": primer_state, "01_compression": compression_state, "02_alignment": alignment_state,
-                   "03_federated_rounds": rounds_state, "04_reproduction": reproduction_state}
+                   "03_federated_rounds": rounds_state, "04_reproduction": reproduction_state,
+                   "05_flower": flower_state}
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +290,20 @@ def test_strings_and_arrays_compare():
     assert difference("steps=0", "steps=20") == "not the package's choice"
     assert difference(np.array([[1, 2]]), torch.tensor([[1, 2]])) is None
     assert difference([[1, 2]], torch.tensor([[1, 3]])) == "right shape, wrong values"
+
+
+def test_wrong_answers_fail_in_05(states):
+    cfg = states("05_flower")["cfg"]
+    assert (cfg.rounds, cfg.align_every, cfg.clients_per_round) == (3, 2, 2)   # the quick run's
+    wrong = [
+        ("05_flower", 1, cfg.num_clients, {"num_clients": 3, "fraction": 0.67}),   # every client
+        ("05_flower", 1, 0, {"num_clients": 3, "fraction": 0.3}),                  # int(): floor, not at least 1
+        ("05_flower", 1, 3, {"num_clients": 10, "fraction": 0.25}),                # ceil(2.5); round() gives 2
+        ("05_flower", 2, [2], {"rounds": 3, "t": 2}),                              # the alignment round itself
+        ("05_flower", 2, [4, 7, 10], {"rounds": 10, "t": 3}),                      # only right after each alignment
+        ("05_flower", 2, [3, 4], {"rounds": 4, "t": 4}),                           # t = rounds: no alignment at all
+        ("05_flower", 2, [2, 3], {"rounds": 3, "t": 2}),                           # from the alignment round on
+    ]
+    for notebook, n, answer, inputs in wrong:
+        with pytest.raises(ExerciseWrong, match=rf"EXERCISE {n} is not right yet: .+ Hint: "):
+            Exercises(notebook, {}).check(n, answer, **inputs)
