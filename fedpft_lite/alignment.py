@@ -42,13 +42,17 @@ APOZ_THRESHOLD = 0.01
 
 
 # -- shared distillation loop -------------------------------------------------------------------
-def distillation_loss(teacher, student, batch: dict, layers: list[int]) -> torch.Tensor:
-    """Mean over ``layers`` of the normalised MSE of layer outputs (padding masked out)."""
+def distillation_loss(teacher, student, batch: dict, layers: list[int],
+                      teacher_layers: list[int] | None = None) -> torch.Tensor:
+    """Mean over ``layers`` of the normalised MSE of layer outputs (padding masked out).
+    Student layer ``layers[j]`` is compared with teacher layer ``teacher_layers[j]`` (default:
+    the same index; an emulator's layers sit elsewhere in the FM)."""
     with torch.no_grad():
         t_out = layer_outputs(teacher, batch)
     s_out = layer_outputs(student, batch)
     mask = batch.get("attention_mask")
-    losses = [normalised_mse(t_out[i].float(), s_out[i].float(), mask) for i in layers]
+    targets = layers if teacher_layers is None else teacher_layers
+    losses = [normalised_mse(t_out[t].float(), s_out[i].float(), mask) for i, t in zip(layers, targets)]
     return torch.stack(losses).mean()
 
 
@@ -60,10 +64,12 @@ def _layer_distances(teacher, student, loader, layers, device, max_batches=None)
 
 def distill(teacher, student, loader, layers: list[int], params: list[torch.nn.Parameter],
             steps: int, lr: float, device, warmup: float = 0.05, grad_masks: dict | None = None,
-            progress: bool = False, desc: str = "distil") -> list[float]:
+            progress: bool = False, desc: str = "distil",
+            teacher_layers: list[int] | None = None) -> list[float]:
     """AdamW on ``params`` for ``steps`` batches (cycling ``loader``), linear decay after a
     ``warmup`` fraction. ``grad_masks`` (param -> 0/1 tensor) zero the gradient of frozen
-    entries; with no weight decay, AdamW then leaves them bit-identical. Returns the loss curve."""
+    entries; with no weight decay, AdamW then leaves them bit-identical. ``teacher_layers``: see
+    :func:`distillation_loss`. Returns the loss curve."""
     teacher.eval()
     student.eval()  # no dropout: the distillation target and the student are deterministic
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -74,7 +80,7 @@ def distill(teacher, student, loader, layers: list[int], params: list[torch.nn.P
     bar = tqdm(total=steps, desc=desc, leave=False, disable=not progress)
     while step < steps:
         for batch in loader:
-            loss = distillation_loss(teacher, student, _to(batch, device), layers)
+            loss = distillation_loss(teacher, student, _to(batch, device), layers, teacher_layers)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_masks:
@@ -157,11 +163,15 @@ def public_loader(server, seed_parts: tuple, held_out: bool = False):
     last ``min(256, 10 %)`` examples, which are only ever used to measure distances."""
     if server.public is None or len(server.public) < 2:
         raise ValueError(f"task {server.cfg.task!r} has no public split for distillation")
-    n = len(server.public)
+    return make_loader(public_part(server.public, held_out), server.preprocessor,
+                       server.cfg.batch_size * 2, shuffle=True, seed=derived_seed(server.cfg.seed, *seed_parts))
+
+
+def public_part(public, held_out: bool = False):
+    """The public examples used for distillation, or (``held_out``) the last ``min(256, 10 %)``."""
+    n = len(public)
     k = min(HELD_OUT, max(1, n // 10))
-    part = server.public.select(range(n - k, n) if held_out else range(n - k))
-    return make_loader(part, server.preprocessor, server.cfg.batch_size * 2,
-                       shuffle=True, seed=derived_seed(server.cfg.seed, *seed_parts))
+    return public.select(range(n - k, n) if held_out else range(n - k))
 
 
 # -- step 1: layer-level, before FL --------------------------------------------------------------

@@ -10,7 +10,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-METHODS = ("fedpft", "fedot", "fedpetuning")
+METHODS = ("fedpft", "fedot", "fedpetuning", "fedot-kd", "fedbiot", "crash")
+#: The neighbours whose server uses public data: FedOT-KD and FedBiOT distil the emulator on it,
+#: CRaSh clusters the FM's layers on it.
+PUBLIC_DATA_METHODS = ("fedot-kd", "fedbiot", "crash")
 
 
 def _as_field_type(name: str, value):
@@ -53,7 +56,7 @@ OWN_FILE_OPTIONS = ("text_column", "text_pair_column", "label_column", "image_co
 @dataclass
 class FedConfig:
     # what
-    method: str = "fedpft"                 # fedpft | fedot | fedpetuning
+    method: str = "fedpft"                 # fedpft | fedot | fedpetuning | fedot-kd | fedbiot | crash
     model: str = "minilm"                  # hub id, local folder, or "minilm" (offline default)
     task: str = "bbc-word-order"           # the offline default; see fedpft_lite.data.TASKS
     max_length: int = 64
@@ -104,9 +107,10 @@ class FedConfig:
     align_steps: int = 100                 # distillation steps per alignment
     align_before_steps: int | None = None  # layer-level steps before FL (None: align_steps)
     align_lr: float = 6e-4
-    # FedOT emulator
+    # FedOT emulator (and FedOT-KD's, FedBiOT's, CRaSh's; FedOT-KD and FedBiOT distil it for
+    # align_before_steps (FedBiOT: and align_steps every round) at align_lr)
     adapter_layers: int | None = None      # per end; None = n_layers // 6 (at least 1)
-    emulator_layers: int | None = None     # None = match FedPFT's sub-FM size
+    emulator_layers: int | None = None     # None = match FedPFT's sub-FM size (CRaSh: clusters)
     # evaluation and bookkeeping
     eval_every: int = 1
     eval_proxy: str = "every"              # every | final | never: the proxy's own accuracy
@@ -214,6 +218,9 @@ class FedConfig:
         for name in ("align_before", "align_during"):
             need(getattr(self, name) in (None, True, False), f"{name} must be true, false or null, "
                  f"got {getattr(self, name)!r}")
+        for name in ("adapter_layers", "emulator_layers"):
+            v = getattr(self, name)
+            need(v is None or v >= 1, f"{name} must be >= 1 or null, got {v}")
         if self.method != "fedpft":
             need(not (self.align_before or self.align_during),
                  f"align_before/align_during are FedPFT's alignment; method {self.method!r} has none")
@@ -274,6 +281,12 @@ class FedConfig:
                               "public_fraction=0 with no public_file leaves none: set "
                               "public_fraction > 0 (e.g. 0.1), give public_file=..., or switch "
                               "the alignment off (align_before=false align_during=false)")
+        elif self.method in PUBLIC_DATA_METHODS:
+            if self.public_file is None and self.public_fraction == 0:
+                errors.append(f"method {self.method!r} needs public unlabelled data on the server "
+                              "(FedOT-KD and FedBiOT distil the emulator on it, CRaSh clusters "
+                              "layers on it), and public_fraction=0 with no public_file leaves "
+                              "none: set public_fraction > 0 (e.g. 0.1) or give public_file=...")
         return errors
 
     def task_options(self) -> dict:

@@ -29,11 +29,15 @@ def normalised_mse(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Ten
 
 
 @torch.no_grad()
-def hidden_state_distance(fm, proxy, loader, device="cpu", max_batches: int | None = None) -> list[float]:
-    """Per proxy layer, the normalised MSE to the corresponding FM layer, pooled over ``loader``."""
+def hidden_state_distance(fm, proxy, loader, device="cpu", max_batches: int | None = None,
+                          pairs: dict[int, int] | None = None) -> list[float]:
+    """Per proxy layer, the normalised MSE to the corresponding FM layer, pooled over ``loader``.
+    ``pairs`` ({proxy layer: FM layer}): only these, in their order (e.g. an emulator's output
+    against the output of the FM's whole middle)."""
     layer_map = proxy.structure.get("layer_map") or list(range(len(_layers(proxy))))
-    num = torch.zeros(len(layer_map), dtype=torch.float64)
-    den = torch.zeros(len(layer_map), dtype=torch.float64)
+    pairs = dict(enumerate(layer_map)) if pairs is None else pairs
+    num = torch.zeros(len(pairs), dtype=torch.float64)
+    den = torch.zeros(len(pairs), dtype=torch.float64)
     fm.eval(), proxy.eval()
     for b, batch in enumerate(loader):
         if max_batches is not None and b >= max_batches:
@@ -42,13 +46,13 @@ def hidden_state_distance(fm, proxy, loader, device="cpu", max_batches: int | No
         mask = batch.get("attention_mask")
         m = mask.unsqueeze(-1).float() if mask is not None else None
         t_all, s_all = layer_outputs(fm, batch), layer_outputs(proxy, batch)
-        for i, fm_i in enumerate(layer_map):
+        for j, (i, fm_i) in enumerate(pairs.items()):
             t, s = t_all[fm_i].float(), s_all[i].float()
             diff, ref = (t - s).pow(2), t.pow(2)
             if m is not None:
                 diff, ref = diff * m, ref * m
-            num[i] += diff.sum().item()
-            den[i] += ref.sum().item()
+            num[j] += diff.sum().item()
+            den[j] += ref.sum().item()
     return (num / den.clamp(min=1e-12)).tolist()
 
 

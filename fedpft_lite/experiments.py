@@ -11,6 +11,7 @@ or a switch setting, e.g. ``FedPFT_N`` or ``t=10``), each run for several seeds:
     lite/table1 ... lite/params     the same cells on MiniLM + bbc-word-order, offline, on a CPU
     lite/table1-mpnet, lite/topics, lite/vision, lite/neuron-steps: MPNet (the paper's shape),
                                     bbc-news topics, the tiny ViT + digits, a dose-response
+    lite/neighbourhood(-vision)     FedOT | FedOT-KD | FedBiOT | CRaSh | FedPFT (issue 14)
 
 ``fedpft-lite reproduce --list`` prints them; ``fedpft-lite reproduce NAME`` runs one
 (:mod:`fedpft_lite.reproduce`), and :mod:`fedpft_lite.results` sets the numbers beside the
@@ -37,6 +38,10 @@ VARIANTS = {
     "FedPFT_N": dict(method="fedpft", align_before=False, align_during=False),
     "FedPFT_B": dict(method="fedpft", align_before=False, align_during=True),
     "FedPFT_D": dict(method="fedpft", align_before=True, align_during=False),
+    # the neighbours (issue 14): other answers to "clients must not hold the whole FM"
+    "FedOT-KD": dict(method="fedot-kd"),
+    "FedBiOT": dict(method="fedbiot"),
+    "CRaSh": dict(method="crash"),
 }
 TABLE1_METHODS = ("FedPETuning", "FedOT", "FedPFT")
 
@@ -54,7 +59,7 @@ class Cell:
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    table: str                      # table1 | table2 | ablation | params | vision
+    table: str                      # table1 | table2 | ablation | params | vision | neighbourhood
     description: str
     base: dict                      # FedConfig fields shared by every cell
     cells: tuple[Cell, ...]
@@ -264,7 +269,34 @@ def _lite_experiments() -> list[Experiment]:
     ]
 
 
-REGISTRY: dict[str, Experiment] = {e.name: e for e in _paper_experiments() + _lite_experiments()}
+#: FedPFT beside its neighbours: FedOT (uniform drop), FedOT-KD (drop + distillation before FL),
+#: FedBiOT (+ re-distilled every round), CRaSh (CKA clusters, tied layers). Every emulator holds
+#: the same layers' worth of weights (``emulator_layers`` matched to FedPFT's sub-FM); the
+#: distilling ones spend FedPFT's server budget (align_before_steps before FL, align_steps per
+#: re-alignment at align_lr).
+NEIGHBOURHOOD = ("FedOT", "FedOT-KD", "FedBiOT", "CRaSh", "FedPFT")
+NEIGHBOURHOOD_PAIRS = (("FedOT-KD", "FedOT"), ("FedBiOT", "FedOT-KD"), ("CRaSh", "FedOT"),
+                       ("FedPFT", "FedBiOT"), ("FedPFT", "CRaSh"))
+NEIGHBOURHOOD_NOTES = ("FedOT-KD, FedBiOT and CRaSh are the project's readings of their papers "
+                       "and public code (docstrings in fedpft_lite/methods.py say what is faithful); "
+                       "compare accuracy beside bytes, client parameters and seconds per round",)
+
+
+def _neighbourhood_experiments() -> list[Experiment]:
+    return [
+        Experiment("lite/neighbourhood", "neighbourhood", "FedPFT and its neighbours: MiniLM on "
+                   "bbc-word-order, IID, FedOT / FedOT-KD / FedBiOT / CRaSh / FedPFT", LITE_TEXT,
+                   _method_cells(NEIGHBOURHOOD), reference="FedPFT", scale="lite",
+                   notes=LITE_NOTES + NEIGHBOURHOOD_NOTES, comparisons=NEIGHBOURHOOD_PAIRS),
+        Experiment("lite/neighbourhood-vision", "neighbourhood", "FedPFT and its neighbours on the "
+                   "vision default: the tiny ViT on digits, IID, FedOT / FedOT-KD / FedBiOT / CRaSh / "
+                   "FedPFT", LITE_VISION, _method_cells(NEIGHBOURHOOD), reference="FedPFT",
+                   scale="lite", notes=NEIGHBOURHOOD_NOTES, comparisons=NEIGHBOURHOOD_PAIRS),
+    ]
+
+
+REGISTRY: dict[str, Experiment] = {e.name: e for e in _paper_experiments() + _lite_experiments()
+                                   + _neighbourhood_experiments()}
 
 #: Shrinks any lite experiment to seconds (the quick setting of tests and notebooks).
 QUICK_CHANGES = dict(max_train=160, max_test=120, max_public=96, num_clients=4, fraction=0.5,

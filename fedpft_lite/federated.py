@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .aggregation import fedavg
-from .alignment import activation_statistics
+from .alignment import activation_statistics, public_part
 from .config import FedConfig
 from .data import encode, label_names, load_task, make_loader, modality
 from .evaluation import evaluate
@@ -272,8 +272,9 @@ def setup(cfg: FedConfig, progress: bool = True, client_data: bool = True) -> Se
     enc = encode(ds, pre, cfg.max_length)
     parts = client_partitions(cfg, ds["train"]["label"]) if client_data else None
     method = get_method(cfg.method)
-    proxy = method.build_proxy(fm, cfg)
     public = enc.get("public")
+    proxy = method.build_proxy(fm, cfg, public=None if public is None or len(public) < 2 else
+                               lambda: make_loader(public_part(public), pre, cfg.batch_size * 2))
     server = Server(cfg=cfg, device=device, fm=fm.to(device), proxy=proxy.to(device),
                     preprocessor=pre, method=method, train=enc.get("train"), parts=parts,
                     test_loader=make_loader(enc["test"], pre, cfg.eval_batch_size), public=public,
