@@ -219,3 +219,11 @@ def test_the_neighbourhood_experiments_plan_valid_configs(name):
                            "CRaSh": "crash", "FedPFT": "fedpft"}
     base = get_experiment("lite/table1" if name == "lite/neighbourhood" else "lite/vision")
     assert exp.base == base.base                           # the same data, rounds and settings
+
+
+@pytest.mark.parametrize("method", ["fedbiot", "crash"])
+def test_the_flower_app_refuses_what_it_cannot_keep_current(method):
+    from fedpft_lite.flower.settings import fedconfig_from_run_config
+    with pytest.raises(ValueError, match="does not run on the Flower app"):
+        fedconfig_from_run_config({}, {"method": method})
+    assert fedconfig_from_run_config({}, {"method": "fedot-kd"})[0].method == "fedot-kd"

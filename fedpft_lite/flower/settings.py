@@ -42,6 +42,15 @@ def _field_defaults() -> dict:
     return {f.name: getattr(cfg, f.name) for f in fields(FedConfig)}
 
 
+#: Methods whose proxy the Flower app cannot publish and keep current, and why.
+NOT_ON_FLOWER = {
+    "fedbiot": "its server re-aligns the emulator every round, and nodes only ever load the proxy "
+               "published before round 1 (no emulator patch is sent)",
+    "crash": "its proxy ties layers (one module in several slots), which the published proxy "
+             "folder (save_pretrained) does not represent",
+}
+
+
 def fedconfig_from_run_config(run_config: dict, overrides: dict | None = None,
                               node_config: dict | None = None) -> tuple[FedConfig, dict]:
     """(validated FedConfig, Flower settings) from a Flower run config.
@@ -78,6 +87,9 @@ def fedconfig_from_run_config(run_config: dict, overrides: dict | None = None,
                          f"in kebab case ({', '.join(sorted(k.replace('_', '-') for k in defaults))}) "
                          f"or {sorted(FLOWER_DEFAULTS)}")
     cfg = FedConfig.from_dict(values).validate()
+    if cfg.method in NOT_ON_FLOWER:
+        raise ValueError(f"method {cfg.method!r} does not run on the Flower app yet: "
+                         f"{NOT_ON_FLOWER[cfg.method]}; run it in process (fedpft-lite run / reproduce)")
     if cfg.resume:
         raise ValueError("resume is not supported by the Flower app: clients would need the proxy "
                          "as published by the interrupted run; start a new run instead")
