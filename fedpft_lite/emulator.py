@@ -47,28 +47,43 @@ def matched_emulator_layers(fm: FMClassifier, num_adapter_layers: int, keep_rati
     return int(min(max(k, 1), n - 2 * num_adapter_layers))
 
 
-def build_emulator(fm: FMClassifier, num_adapter_layers: int | None = None,
-                   emulator_layers: int | None = None, keep_ratio: float = 0.25) -> FMClassifier:
-    """FedOT's proxy: ``num_adapter_layers`` whole layers at each end + ``emulator_layers``
-    uniformly dropped middle layers (default: matched to the size of FedPFT's sub-FM at
-    ``keep_ratio``). FM untouched."""
-    layers = get_layers(fm.backbone)
-    n = len(layers)
+def emulator_shape(fm: FMClassifier, num_adapter_layers: int | None, emulator_layers: int | None,
+                   keep_ratio: float, what: str = "emulator_layers") -> tuple[int, int, int]:
+    """(n, a, k): the FM's depth, the adapter layers per end (default :func:`default_adapter_layers`)
+    and the middle layers the emulator keeps (default: size-matched to FedPFT's sub-FM at
+    ``keep_ratio``), checked. Shared by every emulator-style proxy (FedOT's, CRaSh's)."""
+    n = len(get_layers(fm.backbone))
     a = default_adapter_layers(n) if num_adapter_layers is None else num_adapter_layers
     if a < 1 or 2 * a >= n:
         raise ValueError(f"num_adapter_layers={a} leaves no middle layers in a {n}-layer model")
     k = matched_emulator_layers(fm, a, keep_ratio) if emulator_layers is None else emulator_layers
     if not 1 <= k <= n - 2 * a:
-        raise ValueError(f"emulator_layers must be in 1..{n - 2 * a}, got {k}")
+        raise ValueError(f"{what} must be in 1..{n - 2 * a}, got {k}")
+    return n, a, k
+
+
+def with_layers(fm: FMClassifier, source: list[int]) -> FMClassifier:
+    """A deep copy of ``fm`` whose transformer layers are the copy's layers ``source[0], source[1],
+    ...``; an index that repeats puts the same module in several places (tied weights). FM untouched."""
+    model = copy.deepcopy(fm)
+    parent, _, name = arch_of(model.backbone).layers.rpartition(".")
+    holder = model.backbone.get_submodule(parent) if parent else model.backbone
+    old = getattr(holder, name)
+    setattr(holder, name, nn.ModuleList([old[i] for i in source]))
+    return model
+
+
+def build_emulator(fm: FMClassifier, num_adapter_layers: int | None = None,
+                   emulator_layers: int | None = None, keep_ratio: float = 0.25) -> FMClassifier:
+    """FedOT's proxy: ``num_adapter_layers`` whole layers at each end + ``emulator_layers``
+    uniformly dropped middle layers (default: matched to the size of FedPFT's sub-FM at
+    ``keep_ratio``). FM untouched."""
+    n, a, k = emulator_shape(fm, num_adapter_layers, emulator_layers, keep_ratio)
     bottom, top = list(range(a)), list(range(n - a, n))
     kept = bottom + uniform_drop(list(range(a, n - a)), k) + top
 
-    em = copy.deepcopy(fm)
+    em = with_layers(fm, kept)
     arch = arch_of(em.backbone)
-    parent, _, name = arch.layers.rpartition(".")
-    holder = em.backbone.get_submodule(parent) if parent else em.backbone
-    old = getattr(holder, name)
-    setattr(holder, name, nn.ModuleList([old[i] for i in kept]))
     em.config = copy.deepcopy(em.config)
     em.config.num_hidden_layers = len(kept)
     em.backbone.config = em.config

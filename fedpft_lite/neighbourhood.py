@@ -17,15 +17,13 @@ clients train it. The ``Method`` classes that use these live in ``methods.py``.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from .alignment import distill, only_trainable, public_loader
-from .arch import arch_of, get_layers
+from .arch import get_layers
 from .distance import hidden_state_distance, layer_outputs
-from .emulator import default_adapter_layers, matched_emulator_layers
+from .emulator import emulator_shape, with_layers
 from .evaluation import _to
 from .lora import load_trainable_state, plug_back, state_bytes
 
@@ -140,14 +138,8 @@ def build_crash_proxy(fm, loader, num_adapter_layers: int | None = None, emulato
     both hold the same weights) on ``loader``'s data; each cluster keeps its representative and
     every other layer of it becomes a reference to that same module (removed and shared). The
     proxy has the FM's depth; its layer i corresponds to FM layer i. FM untouched."""
-    layers = get_layers(fm.backbone)
-    n = len(layers)
-    a = default_adapter_layers(n) if num_adapter_layers is None else num_adapter_layers
-    if a < 1 or 2 * a >= n:
-        raise ValueError(f"num_adapter_layers={a} leaves no middle layers in a {n}-layer model")
-    k = matched_emulator_layers(fm, a, keep_ratio) if emulator_layers is None else emulator_layers
-    if not 1 <= k <= n - 2 * a:
-        raise ValueError(f"emulator_layers (CRaSh's clusters) must be in 1..{n - 2 * a}, got {k}")
+    n, a, k = emulator_shape(fm, num_adapter_layers, emulator_layers, keep_ratio,
+                             what="emulator_layers (CRaSh's clusters)")
     reps = layer_representations(fm, loader, device)
     clusters, merges = cluster_layers(reps, list(range(a, n - a)), k)
     source = list(range(n))
@@ -155,12 +147,7 @@ def build_crash_proxy(fm, loader, num_adapter_layers: int | None = None, emulato
         for i in c:
             source[i] = cluster_representative(c)
 
-    proxy = copy.deepcopy(fm)
-    arch = arch_of(proxy.backbone)
-    parent, _, name = arch.layers.rpartition(".")
-    holder = proxy.backbone.get_submodule(parent) if parent else proxy.backbone
-    old = getattr(holder, name)
-    setattr(holder, name, nn.ModuleList([old[s] for s in source]))   # same object = tied weights
+    proxy = with_layers(fm, source)   # a repeated index is the same module: tied weights
     proxy.structure = {"method": "crash", "adapters": list(range(a)) + list(range(n - a, n)),
                        "clusters": clusters, "kept": [cluster_representative(c) for c in clusters],
                        "shared_from": source, "merges": merges, "emulator_layers": k,
