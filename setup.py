@@ -13,7 +13,7 @@ Why data files computed here and not the alternatives: package-data would need t
 experiment would be listed by hand and a new one silently left out. Here the list is the folders
 that exist at build time. An editable install (``pip install -e .``) gets the same copies, but
 ``fedpft_lite.results`` prefers the checkout's ``data/results`` next to the package, so edits there
-are seen at once. The per-run folders (``reproduce/runs/``, ~300 MB of histories) stay out.
+are seen at once. The per-run folders (``reproduce/runs/``: every run's history and results.json) stay out.
 Everything else (metadata, packages, package-data) is in pyproject.toml.
 """
 from pathlib import Path
