@@ -72,6 +72,9 @@ class Experiment:
     #: pairs (a, b) whose same-seed difference a − b the table is about, reported with its
     #: interval and a verdict in words (``results.describe_comparisons``)
     comparisons: tuple[tuple[str, str], ...] = ()
+    #: set bytes, client parameters and seconds per round beside accuracy in the table
+    #: (``results.cost_table``): for experiments that compare what methods cost, not only reach
+    costs: bool = False
 
     def config(self, cell: Cell | str, seed: int, **changes) -> FedConfig:
         """The full, validated config of one cell and seed."""
@@ -287,11 +290,11 @@ def _neighbourhood_experiments() -> list[Experiment]:
         Experiment("lite/neighbourhood", "neighbourhood", "FedPFT and its neighbours: MiniLM on "
                    "bbc-word-order, IID, FedOT / FedOT-KD / FedBiOT / CRaSh / FedPFT", LITE_TEXT,
                    _method_cells(NEIGHBOURHOOD), reference="FedPFT", scale="lite",
-                   notes=LITE_NOTES + NEIGHBOURHOOD_NOTES, comparisons=NEIGHBOURHOOD_PAIRS),
+                   notes=LITE_NOTES + NEIGHBOURHOOD_NOTES, comparisons=NEIGHBOURHOOD_PAIRS, costs=True),
         Experiment("lite/neighbourhood-vision", "neighbourhood", "FedPFT and its neighbours on the "
                    "vision default: the tiny ViT on digits, IID, FedOT / FedOT-KD / FedBiOT / CRaSh / "
                    "FedPFT", LITE_VISION, _method_cells(NEIGHBOURHOOD), reference="FedPFT",
-                   scale="lite", notes=NEIGHBOURHOOD_NOTES, comparisons=NEIGHBOURHOOD_PAIRS),
+                   scale="lite", notes=NEIGHBOURHOOD_NOTES, comparisons=NEIGHBOURHOOD_PAIRS, costs=True),
     ]
 
 

@@ -331,8 +331,12 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
         _set_rng_state(load_file(str(ckpt / "rng.safetensors")), saved["rng"])
         start = saved["round"] + 1
     server.log.setdefault("setup_seconds", round(time.time() - t_setup, 2))
-    server.log.setdefault("proxy_bytes", sum(p.numel() * p.element_size()
-                                             for n, p in server.proxy.named_parameters() if "lora_" not in n))
+    proxy_weights = [p for n, p in server.proxy.named_parameters() if "lora_" not in n]  # tied: once
+    server.log.setdefault("proxy_bytes", sum(p.numel() * p.element_size() for p in proxy_weights))
+    # What a client holds besides LoRA, and the values it sends per round (LoRA + head): the
+    # summary's client_params and sent_params (reproduce.client_costs)
+    server.log.setdefault("proxy_parameters", sum(p.numel() for p in proxy_weights))
+    server.log.setdefault("trainable_parameters", sum(t.numel() for t in server.global_state.values()))
 
     bar = tqdm(range(start, cfg.rounds + 1), desc=cfg.method, disable=not progress,
                initial=start - 1, total=cfg.rounds)

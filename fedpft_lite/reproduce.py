@@ -4,7 +4,8 @@ Layout of a results folder (``root``)::
 
     runs/<key>/            one federated run: history.json/.csv, results.json, checkpoint/
     aligned/<key>/         the server's layer-level alignment, shared by the runs that need it
-    <experiment>/summary.csv   one row per (cell, seed): accuracy, bytes, seconds, run key
+    <experiment>/summary.csv   one row per (cell, seed): accuracy, bytes, seconds, run key, and
+                               what a client holds and sends (:data:`COST_COLUMNS`)
     <experiment>/meta.json     every invocation: command, seeds, cells, machine, versions, wall
                                time, runs computed / reused
 
@@ -38,8 +39,18 @@ ADDED_LATER = {k: getattr(FedConfig(), k) for k in ("align_before_steps", *TASK_
 #: never reused: 2 = neuron-level alignment skips the last round and also trains b_out and the
 #: post-FFN LayerNorm (results of engine 1 are archived in data/results/archive/).
 ENGINE = 2
+#: Per run, beside accuracy and bytes: the parameters of the proxy a client holds (without LoRA;
+#: tied layers once), the values it sends per round (LoRA + head), seconds per round (the round's
+#: wall time: client training, FedAvg, the method's server step, evaluation) and the server's pre-FL
+#: work (loading data and FM, building the proxy, distillation or alignment before round 1).
+#: Added after the first summaries were written: last, so an older summary.csv is a prefix
+#: (:func:`read_summary` reads it with these columns empty); a reused invocation fills them in.
+COST_COLUMNS = ["client_params", "sent_params", "seconds_per_round", "setup_seconds"]
 SUMMARY_COLUMNS = ["experiment", "cell", "seed", "method", "fm_accuracy", "fm_val_accuracy", "proxy_accuracy",
-                   "mib_down_per_round", "mib_up_per_round", "seconds", "device", "run"]
+                   "mib_down_per_round", "mib_up_per_round", "seconds", "device", "run", *COST_COLUMNS]
+#: Bytes per value of every run's proxy and state: ``federated.setup`` loads the FM without a dtype
+#: (float32; amp only autocasts the forward pass), so byte counts of older runs divide exactly.
+FLOAT32_BYTES = 4
 
 
 def run_key(cfg: FedConfig, device_type: str) -> str:
@@ -144,13 +155,41 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _row(exp: Experiment, cell: str, seed: int, key: str, device_type: str, res: dict) -> dict:
+def client_costs(res: dict, run_dir: Path) -> dict:
+    """The :data:`COST_COLUMNS` of one finished run, from what it recorded, never by rerunning it.
+
+    Runs since these columns exist log ``proxy_parameters`` and ``trainable_parameters``; for an
+    older run they are derived exactly from what it did record: its ``proxy_bytes`` over 4 bytes
+    per float32 value, and one client's state from the history (the smallest per-client upload
+    of any round: every client sends the same state, FedPFT's alignment rounds only add activation
+    statistics to it). A value the run has no record for stays empty (None)."""
+    log = res.get("log") or {}
+    params = log.get("proxy_parameters")
+    if params is None and log.get("proxy_bytes") is not None:
+        params = log["proxy_bytes"] // FLOAT32_BYTES
+    sent = log.get("trainable_parameters")
+    if sent is None:
+        sent = _state_values_from_history(run_dir / "history.json")
+    rounds = res.get("rounds")
+    return {"client_params": params, "sent_params": sent,
+            "seconds_per_round": res["seconds"] / rounds if rounds else None,
+            "setup_seconds": log.get("setup_seconds")}
+
+
+def _state_values_from_history(path: Path) -> int | None:
+    if not path.exists():
+        return None
+    uploads = [r["bytes_up"] / len(r["clients"]) for r in json.loads(path.read_text()) if r.get("clients")]
+    return int(min(uploads)) // FLOAT32_BYTES if uploads else None
+
+
+def _row(exp: Experiment, cell: str, seed: int, key: str, device_type: str, res: dict, run_dir: Path) -> dict:
     return {"experiment": exp.name, "cell": cell, "seed": seed, "method": res["method"],
             "fm_accuracy": res["fm_accuracy"], "fm_val_accuracy": res.get("fm_val_accuracy"),
             "proxy_accuracy": res["proxy_accuracy"],
             "mib_down_per_round": res["mean_bytes_down_per_round"] / 2**20,
             "mib_up_per_round": res["mean_bytes_up_per_round"] / 2**20,
-            "seconds": res["seconds"], "device": device_type, "run": key}
+            "seconds": res["seconds"], "device": device_type, "run": key, **client_costs(res, run_dir)}
 
 
 def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", seeds=None,
@@ -198,7 +237,7 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
                                               cache_dir=str(root / "aligned")), progress=progress)
                     computed += 1
         res = json.loads(done.read_text())
-        rows.append(_row(exp, cell, seed, key, dev.type, res))
+        rows.append(_row(exp, cell, seed, key, dev.type, res, run_dir))
         if verbose:
             print(f"[{i}/{len(todo)}] {cell}, seed {seed}: FM accuracy {100 * res['fm_accuracy']:.2f} % "
                   f"({status})", flush=True)
@@ -207,7 +246,7 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
                 computed=computed, reused=len(todo) - computed)
     with _summary_lock(out):
         _append_invocation(out / "meta.json", exp.name, call)
-    return pd.read_csv(out / "summary.csv")
+    return read_summary(out / "summary.csv")
 
 
 @contextlib.contextmanager
@@ -240,12 +279,12 @@ def write_summary(folder: Path, rows: list[dict]) -> None:
     path = folder / "summary.csv"
     with _summary_lock(folder):
         if path.exists():
-            on_disk = pd.read_csv(path)
+            on_disk = read_summary(path)
             ids = set(zip(mine["cell"], mine["seed"]))
             kept = on_disk[[(c, s) not in ids for c, s in zip(on_disk["cell"], on_disk["seed"])]]
             mine = pd.concat([kept, mine], ignore_index=True) if len(kept) else mine
         tmp = path.with_name(f"summary.csv.tmp{os.getpid()}")
-        mine.to_csv(tmp, index=False)
+        mine[SUMMARY_COLUMNS + [c for c in mine.columns if c not in SUMMARY_COLUMNS]].to_csv(tmp, index=False)
         os.replace(tmp, path)             # atomic: a reader sees the old or the new file
 
 
@@ -263,10 +302,19 @@ def summary_folder(name: str, root: str | Path, quick: bool = False) -> Path:
 
 def load_summary(name: str, root: str | Path, quick: bool = False) -> "pd.DataFrame":  # noqa: F821
     """The summary of a finished (or partly finished) reproduction."""
-    import pandas as pd
-
     path = summary_folder(name, root, quick) / "summary.csv"
     if not path.exists():
         raise FileNotFoundError(f"no results for {name} under {root}: run `fedpft-lite reproduce "
                                 f"{name} --root {root}` first")
-    return pd.read_csv(path)
+    return read_summary(path)
+
+
+def read_summary(path: str | Path) -> "pd.DataFrame":  # noqa: F821
+    """A summary.csv with every :data:`SUMMARY_COLUMNS` column (in that order, any others after):
+    a file written before a column existed gets it empty (NaN), so readers never need to ask.
+    ``fedpft-lite reproduce NAME --root ROOT --seeds ...`` with the runs already there fills the
+    new columns in from the runs' results (all reused, nothing trained)."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    return df.reindex(columns=SUMMARY_COLUMNS + [c for c in df.columns if c not in SUMMARY_COLUMNS])

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .experiments import Experiment, get_experiment
+from .reproduce import read_summary
 from .stats import Interval, describe_difference, mean_interval, paired_difference
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
@@ -54,7 +55,7 @@ def committed_summary(name: str) -> pd.DataFrame | None:
     """The committed summary of a lite experiment (``<COMMITTED_ROOT>/<name>/summary.csv``, from the
     checkout or the installed wheel), or None where it has not been committed (yet)."""
     path = COMMITTED_ROOT / name / "summary.csv"
-    return pd.read_csv(path) if path.exists() else None
+    return read_summary(path) if path.exists() else None
 
 
 def paper_results() -> pd.DataFrame:
@@ -98,11 +99,31 @@ def paired(summary: pd.DataFrame, a: str, b: str, metric: str = "fm_accuracy") -
     return paired_difference(wide[a].dropna().to_dict(), wide[b].dropna().to_dict())
 
 
+#: Summary columns set beside accuracy by :func:`cost_table`: (column, header, divisor).
+COSTS = (("mib_down_per_round", "MiB down / round", 1), ("mib_up_per_round", "MiB up / round", 1),
+         ("client_params", "client params (M)", 1e6), ("sent_params", "sent params (k)", 1e3),
+         ("seconds_per_round", "s / round", 1), ("setup_seconds", "setup s", 1))
+
+
+def cost_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per cell, the mean over its seeds of what a run costs: MiB down and up per round (all
+    sampled clients together), the parameters of the proxy a client holds (millions, without
+    LoRA), the values one client sends per round (thousands: LoRA + head), seconds per round and
+    the server's seconds before round 1. A column the summary lacks (written before it existed)
+    or holds no value for is NaN, printed "–"."""
+    out = pd.DataFrame(index=pd.Index(list(dict.fromkeys(summary["cell"]))))
+    for col, header, scale in COSTS:
+        values = summary[col] if col in summary else pd.Series(np.nan, index=summary.index)
+        out[header] = pd.to_numeric(values, errors="coerce").groupby(summary["cell"]).mean() / scale
+    return out
+
+
 def comparison_table(experiment: str | Experiment, summary: pd.DataFrame,
                      metric: str = "fm_accuracy") -> pd.DataFrame:
     """One row per cell: our mean over seeds with its 95 % interval; the same-seed difference to
     the reference cell with its interval and a verdict in words ("better", "worse", "not
-    distinguishable"); and the paper's value and gap for each of the experiment's paper columns."""
+    distinguishable"); the paper's value and gap for each of the experiment's paper columns; and,
+    for an experiment with ``costs``, :func:`cost_table` beside them."""
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
     summary = summary[summary.experiment == exp.name] if "experiment" in summary else summary
     if summary.empty:
@@ -122,6 +143,8 @@ def comparison_table(experiment: str | Experiment, summary: pd.DataFrame,
         df[label] = pd.Series(vals, dtype=float).reindex(order)
         if ref and ref in vals and vals[ref] is not None:
             df[f"{label} Δ"] = df[label] - vals[ref]
+    if exp.costs:
+        df = df.join(cost_table(summary))
     df.index.name = exp.name
     return df
 

@@ -8,8 +8,8 @@ import pytest
 from fedpft_lite.cli import main
 from fedpft_lite.experiments import (QUICK_CHANGES, REGISTRY, TABLE1_METHODS, Cell, Experiment,
                                      LITE_TEXT, get_experiment, list_experiments)
-from fedpft_lite.reproduce import NeedsGPUError, load_summary, reproduce, run_key
-from fedpft_lite.results import (comparison_table, describe_comparisons, ordering, paper_results,
+from fedpft_lite.reproduce import COST_COLUMNS, SUMMARY_COLUMNS, NeedsGPUError, load_summary, reproduce, run_key
+from fedpft_lite.results import (comparison_table, cost_table, describe_comparisons, ordering, paper_results,
                                  paper_value, to_markdown)
 
 
@@ -264,3 +264,52 @@ def test_paired_difference_uses_common_seeds_and_says_not_distinguishable():
     assert not noisy.excludes_zero
     assert describe_difference(noisy, "A", "B").endswith("A and B are not distinguishable")
     assert "1 seed" in describe_difference(paired_difference({0: 1.0}, {0: 0.0}), "A", "B")
+
+
+# -- what a client holds and sends, beside accuracy (issue 14) ----------------------------------
+def test_cost_table_means_over_seeds_and_leaves_missing_columns_empty():
+    summary = _fake_summary("lite/neighbourhood", {"FedOT": [0.5, 0.6], "FedPFT": [0.7, 0.8]})
+    summary["mib_down_per_round"] = [1.0, 1.0, 6.0, 8.0]
+    summary["client_params"] = [19e6, 19e6, 20e6, 20e6]
+    summary["sent_params"] = [50e3, 50e3, 148e3, np.nan]      # one run without a record
+    summary["seconds_per_round"] = [10.0, 30.0, 40.0, 50.0]
+    costs = cost_table(summary)                                 # mib_up, setup_seconds: absent
+    assert list(costs.index) == ["FedOT", "FedPFT"]
+    assert costs.loc["FedPFT", "MiB down / round"] == 7.0 and costs.loc["FedOT", "s / round"] == 20.0
+    assert costs.loc["FedPFT", "client params (M)"] == 20.0 and costs.loc["FedPFT", "sent params (k)"] == 148.0
+    assert costs["MiB up / round"].isna().all() and costs["setup s"].isna().all()
+    table = comparison_table("lite/neighbourhood", summary)    # an experiment with costs=True
+    assert table.loc["FedOT", "client params (M)"] == 19.0 and "s / round" in table
+    assert "| – |" in to_markdown(table)                        # missing values print as a dash
+    assert "client params (M)" not in comparison_table("lite/table1", _fake_summary(
+        "lite/table1", {"FedOT": [0.5], "FedPFT": [0.6]}))      # only where the experiment asks
+
+
+def test_an_old_summary_is_read_and_a_reused_invocation_fills_in_the_costs(tiny_experiment, tmp_path):
+    """A summary.csv (and runs) written before the cost columns existed: read with them empty, and
+    rebuilt with them by an invocation that reuses every run (nothing trained again)."""
+    import dataclasses
+
+    exp = dataclasses.replace(tiny_experiment, costs=True)
+    first = reproduce(exp, tmp_path, quick=False, progress=False)
+    assert list(first.columns) == SUMMARY_COLUMNS
+    assert first[COST_COLUMNS].notna().all().all()
+    assert first.client_params.iloc[1] < first.client_params.iloc[0]      # FedPFT's sub-FM < the FM
+    folder = tmp_path / "test/tiny"
+    old = pd.read_csv(folder / "summary.csv").drop(columns=COST_COLUMNS)
+    old.to_csv(folder / "summary.csv", index=False)
+    for key in first.run:                         # runs of the time: no parameter counts in the log
+        res = tmp_path / "runs" / key / "results.json"
+        d = json.loads(res.read_text())
+        del d["log"]["proxy_parameters"], d["log"]["trainable_parameters"]
+        res.write_text(json.dumps(d))
+    read = load_summary("test/tiny", tmp_path)
+    assert list(read.columns) == SUMMARY_COLUMNS and read[COST_COLUMNS].isna().all().all()
+    assert comparison_table(exp, read)["client params (M)"].isna().all()
+    stamps = {k: (tmp_path / "runs" / k / "results.json").stat().st_mtime_ns for k in first.run}
+    rebuilt = reproduce(exp, tmp_path, quick=False, progress=False)
+    assert {k: (tmp_path / "runs" / k / "results.json").stat().st_mtime_ns for k in first.run} == stamps
+    assert json.loads((folder / "meta.json").read_text())["invocations"][-1]["computed"] == 0
+    # derived from proxy_bytes and the history: the same numbers the runs logged themselves
+    pd.testing.assert_frame_equal(rebuilt[COST_COLUMNS[:2]], first[COST_COLUMNS[:2]])
+    pd.testing.assert_frame_equal(rebuilt, load_summary("test/tiny", tmp_path))
