@@ -281,6 +281,19 @@ def flower_patch_rounds(rounds: int, t: int) -> list[int]:
     return [r for r in range(1, rounds + 1) if aligned and r > aligned[0]]
 
 
+def crash_shared_from(clusters: list[list[int]], n_layers: int) -> list[int]:
+    """For each FM position, the FM layer CRaSh's proxy runs there (``neighbourhood.shared_sources``)."""
+    from .neighbourhood import shared_sources
+    return shared_sources(clusters, n_layers)
+
+
+def emulator_mib_per_round(proxy, clients: int) -> float:
+    """MiB FedBiOT ships down after a re-alignment: the emulator's middle layers to every sampled
+    client (``neighbourhood.emulator_bytes``, as ``FedBiOT.after_aggregation`` counts it)."""
+    from .neighbourhood import emulator_bytes
+    return clients * emulator_bytes(proxy) / 2**20
+
+
 CHECKS: dict[str, dict[int, Check]] = {
     "00_primer": {
         1: Check("count the parameters that belong to one FFN neuron of MiniLM",
@@ -355,6 +368,16 @@ CHECKS: dict[str, dict[int, Check]] = {
                  validation_choice,
                  "average fm_val_accuracy over seeds per cell, take the best cell, then average that "
                  "cell's fm_accuracy (x 100)"),
+    },
+    "06_neighbourhood": {
+        1: Check("list, for each of the FM's n_layers positions, the FM layer whose module CRaSh's proxy runs there",
+                 crash_shared_from,
+                 "a cluster keeps its middle layer, cluster[len(cluster) // 2] (for [1, 2, 3] that is 2, for "
+                 "[3, 4] it is 4), and all its positions run it; adapter positions, in no cluster, run themselves"),
+        2: Check("compute the MiB FedBiOT ships down in a re-alignment round beyond LoRA + head",
+                 emulator_mib_per_round,
+                 "sum numel() * element_size() over every parameter of the layers at emulator_positions(emulator) "
+                 "(not the adapters, not the embeddings), times the sampled clients, divided by 2**20"),
     },
     "05_flower": {
         1: Check("count the clients (ClientApps on SuperNodes) the ServerApp sends a train message to in "

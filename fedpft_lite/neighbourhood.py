@@ -131,6 +131,17 @@ def cluster_representative(cluster: list[int]) -> int:
     return cluster[len(cluster) // 2]
 
 
+def shared_sources(clusters: list[list[int]], n_layers: int) -> list[int]:
+    """For each of the FM's ``n_layers`` positions, the FM layer whose module CRaSh's proxy runs
+    there: every layer of a cluster runs the cluster's representative (removed and shared);
+    layers in no cluster (the adapters) run themselves."""
+    source = list(range(n_layers))
+    for c in clusters:
+        for i in c:
+            source[i] = cluster_representative(c)
+    return source
+
+
 def build_crash_proxy(fm, loader, num_adapter_layers: int | None = None, emulator_layers: int | None = None,
                       keep_ratio: float = 0.25, device="cpu"):
     """CRaSh's proxy: ``a`` adapter layers at each end kept whole (and trained), the middle
@@ -142,11 +153,7 @@ def build_crash_proxy(fm, loader, num_adapter_layers: int | None = None, emulato
                              what="emulator_layers (CRaSh's clusters)")
     reps = layer_representations(fm, loader, device)
     clusters, merges = cluster_layers(reps, list(range(a, n - a)), k)
-    source = list(range(n))
-    for c in clusters:
-        for i in c:
-            source[i] = cluster_representative(c)
-
+    source = shared_sources(clusters, n)
     proxy = with_layers(fm, source)   # a repeated index is the same module: tied weights
     proxy.structure = {"method": "crash", "adapters": list(range(a)) + list(range(n - a, n)),
                        "clusters": clusters, "kept": [cluster_representative(c) for c in clusters],

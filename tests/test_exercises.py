@@ -27,7 +27,8 @@ from fedpft_lite.models import load_foundation_model
 from fedpft_lite.results import COMMITTED_ROOT, committed_summary
 
 NOTEBOOK = "00_primer"
-NOTEBOOKS = ["00_primer", "01_compression", "02_alignment", "03_federated_rounds", "04_reproduction", "05_flower"]
+NOTEBOOKS = ["00_primer", "01_compression", "02_alignment", "03_federated_rounds", "04_reproduction", "05_flower",
+             "06_neighbourhood"]
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 EXERCISE = re.compile(r"^# EXERCISE (\d+):")
 ALL_EXERCISES = [(nb, n) for nb in NOTEBOOKS for n in sorted(CHECKS[nb])]
@@ -127,9 +128,29 @@ def flower_state(fm, tokenizer):
             "local": [{"round": r, "clients": [0, 2]} for r in range(1, cfg.rounds + 1)]}
 
 
+def neighbourhood_state(fm, tokenizer):
+    """Notebook 06's exercise inputs: CRaSh's clusters from its proxy built on MiniLM with the config of
+    lite/neighbourhood on public bbc-word-order sentences (as section 2), and FedBiOT's emulator with its LoRA."""
+    from fedpft_lite.experiments import get_experiment
+    from fedpft_lite.federated import add_proxy_lora
+    from fedpft_lite.methods import get_method
+    from fedpft_lite.neighbourhood import emulator_positions
+
+    fm2, tok = load_foundation_model("minilm", num_labels=2, seed=0)
+    exp = get_experiment("lite/neighbourhood")
+    public = encode(load_task("bbc-word-order", max_train=16, max_test=16)["public"].shuffle(seed=0).select(range(64)),
+                    tok, 64)
+    crash_cfg, bi_cfg = exp.config("CRaSh", 0, device="cpu"), exp.config("FedBiOT", 0, device="cpu")
+    crash = get_method("crash").build_proxy(fm2, crash_cfg, public=lambda: make_loader(public, tok, 32))
+    emulator = add_proxy_lora(get_method("fedbiot").build_proxy(fm2, bi_cfg), bi_cfg)
+    return {"clusters": crash.structure["clusters"], "n_layers": fm2.config.num_hidden_layers,
+            "emulator": emulator, "clients": bi_cfg.clients_per_round, "get_layers": get_layers,
+            "emulator_positions": emulator_positions, "cfg_bi": bi_cfg}
+
+
 NOTEBOOK_STATES = {"00_primer": primer_state, "01_compression": compression_state, "02_alignment": alignment_state,
                    "03_federated_rounds": rounds_state, "04_reproduction": reproduction_state,
-                   "05_flower": flower_state}
+                   "05_flower": flower_state, "06_neighbourhood": neighbourhood_state}
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +328,26 @@ def test_wrong_answers_fail_in_05(states):
     for notebook, n, answer, inputs in wrong:
         with pytest.raises(ExerciseWrong, match=rf"EXERCISE {n} is not right yet: .+ Hint: "):
             Exercises(notebook, {}).check(n, answer, **inputs)
+
+
+def test_wrong_answers_fail_in_06(states):
+    state = states("06_neighbourhood")
+    emulator, clients = state["emulator"], state["clients"]
+    layers = get_layers(emulator.backbone)
+    middle = [p for i in state["emulator_positions"](emulator) for p in layers[i].parameters()]
+    every = sum(p.numel() * p.element_size() for p in emulator.parameters())
+    mib = sum(p.numel() * p.element_size() for p in middle) / 2**20
+    wrong = [
+        (1, [0, 1, 1, 3, 3, 5], {"clusters": [[1, 2], [3, 4]], "n_layers": 6}),     # the first layer, not the middle
+        (1, [0, 1, 1, 1, 4, 5], {"clusters": [[1, 2, 3], [4]], "n_layers": 6}),     # the first layer again
+        (1, [0, 2, 2, 2, 4], {"clusters": [[1, 2, 3], [4]], "n_layers": 6}),        # the last position forgotten
+        (1, [2, 2, 2, 2, 4, 4], {"clusters": [[1, 2, 3], [4]], "n_layers": 6}),     # adapters shared too
+        (2, mib, {"proxy": emulator, "clients": clients}),                         # one client only
+        (2, clients * every / 2**20, {"proxy": emulator, "clients": clients}),     # the whole proxy
+        (2, clients * sum(p.numel() for p in middle) / 2**20, {"proxy": emulator, "clients": clients}),  # values, not bytes
+    ]
+    for n, answer, inputs in wrong:
+        with pytest.raises(ExerciseWrong, match=rf"EXERCISE {n} is not right yet: .+ Hint: "):
+            Exercises("06_neighbourhood", {}).check(n, answer, **inputs)
+    # the reference agrees with the proxy the package builds
+    Exercises("06_neighbourhood", {}).check(1, [0, 2, 2, 2, 4, 5], clusters=[[1, 2, 3], [4]], n_layers=6)
