@@ -89,6 +89,9 @@ class FedConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     aggregation: str = "weighted"          # weighted (by client examples) | uniform
+    # how many sampled clients train together in one batched pass (fedpft_lite.batched): 1 = one
+    # after another (default); n > 1 = groups of up to n, same states up to float rounding
+    client_parallelism: int = 1
     # LoRA (the paper: r 8, alpha 48, dropout 0.1)
     lora_r: int = 8
     lora_alpha: int = 48
@@ -200,6 +203,9 @@ class FedConfig:
         need(self.local_epochs >= 1, f"local_epochs must be >= 1, got {self.local_epochs}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(type(self.client_parallelism) is int and self.client_parallelism >= 1,
+             f"client_parallelism must be an integer >= 1 (1: clients train one after another; "
+             f"n > 1: up to n clients together in one batched pass), got {self.client_parallelism}")
         need(self.alpha > 0, f"alpha (Dirichlet) must be > 0, got {self.alpha}")
         need(0 < self.keep_ratio <= 1, f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
         need(self.lora_r >= 1, f"lora_r must be >= 1, got {self.lora_r}")

@@ -18,7 +18,9 @@ The two halves of a round are named functions: :func:`client_update` (one client
 object with ``start(server)`` and ``train(server, rnd, clients, lr, collect)``:
 :class:`LocalClients` (this process, the default) or ``fedpft_lite.flower``'s Flower clients,
 which call the same :func:`client_update` on real (or simulated) remote nodes, so both produce
-the same history.
+the same history. With ``cfg.client_parallelism > 1`` :class:`LocalClients` trains that many
+clients together in one batched pass (:func:`client_updates_batched`, ``fedpft_lite.batched``):
+the same client states up to float rounding when dropout is off.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ from tqdm.auto import tqdm
 from .aggregation import fedavg
 from .alignment import activation_statistics, public_part
 from .config import FedConfig
-from .data import encode, label_names, load_task, make_loader, modality
+from .batched import local_train_batched
+from .data import Collator, encode, label_names, load_task, make_loader, modality
 from .evaluation import evaluate
 from .history import History
 from .lora import LoraSettings, add_lora, load_trainable_state, plug_back, state_bytes, trainable_state
@@ -229,15 +232,45 @@ def client_update(cfg: FedConfig, proxy, global_state: dict, examples, preproces
     res = local_train(proxy, client_loader(cfg, examples, preprocessor, k, rnd), lr=lr,
                       epochs=cfg.local_epochs, grad_clip=cfg.grad_clip,
                       weight_decay=cfg.weight_decay, device=device, amp=cfg.amp)
+    return _report(cfg, proxy, examples, preprocessor, k, rnd, res["loss"], device, collect)
+
+
+def _report(cfg: FedConfig, proxy, examples, preprocessor, k: int, rnd: int, loss: float,
+            device, collect: bool) -> ClientUpdate:
+    """Client k's reply from the trained ``proxy``: its state and, in FedPFT's alignment
+    rounds, the activation statistics of the trained proxy on its examples."""
     stats = None
     if collect:
         stats = activation_statistics(proxy, client_loader(cfg, examples, preprocessor, k, rnd,
                                                            shuffle=False), device)
-    return ClientUpdate(k, trainable_state(proxy), len(examples), res["loss"], stats)  # -> server
+    return ClientUpdate(k, trainable_state(proxy), len(examples), loss, stats)  # -> server
+
+
+def client_updates_batched(cfg: FedConfig, proxy, global_state: dict, examples: list,
+                           preprocessor, ks: list[int], rnd: int, lr: float, device,
+                           collect: bool = False) -> list[ClientUpdate]:
+    """Clients ``ks`` of round rnd trained together in one batched pass
+    (:func:`fedpft_lite.batched.local_train_batched`): the same batches in the same order and
+    the same optimiser as :func:`client_update` for each, dropout masks seeded by (seed, round,
+    first client). Then each client's trained state goes into the proxy in turn for its reply
+    (and activation statistics), exactly as after sequential training."""
+    load_trainable_state(proxy, global_state)                             # server -> clients
+    torch.manual_seed(derived_seed(cfg.seed, rnd, ks[0], 0xBA7C))        # dropout masks
+    loaders = [client_loader(cfg, ex, preprocessor, k, rnd) for k, ex in zip(ks, examples)]
+    results = local_train_batched(proxy, loaders, lr=lr, epochs=cfg.local_epochs,
+                                  grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay,
+                                  device=device, amp=cfg.amp, pad_id=Collator(preprocessor).pad_id)
+    updates = []
+    for k, ex, res in zip(ks, examples, results):
+        load_trainable_state(proxy, res["state"], fm_names=False)
+        updates.append(_report(cfg, proxy, ex, preprocessor, k, rnd, res["loss"], device, collect))
+    return updates
 
 
 class LocalClients:
-    """Clients simulated in this process, one after another on the server's proxy object."""
+    """Clients simulated in this process on the server's proxy object: one after another
+    (``cfg.client_parallelism = 1``, the default) or up to ``client_parallelism`` of them
+    together in one batched pass (:func:`client_updates_batched`)."""
     server_holds_client_data = True
 
     def start(self, server: Server) -> None:
@@ -245,9 +278,18 @@ class LocalClients:
 
     def train(self, server: Server, rnd: int, clients: list[int], lr: float,
               collect: bool) -> list[ClientUpdate]:
-        return [client_update(server.cfg, server.proxy, server.global_state,
-                              server.client_examples(k), server.preprocessor, k, rnd, lr,
-                              server.device, collect) for k in clients]
+        cfg, n = server.cfg, server.cfg.client_parallelism
+        if n == 1:
+            return [client_update(cfg, server.proxy, server.global_state,
+                                  server.client_examples(k), server.preprocessor, k, rnd, lr,
+                                  server.device, collect) for k in clients]
+        updates = []
+        for group in (clients[i:i + n] for i in range(0, len(clients), n)):
+            updates += client_updates_batched(cfg, server.proxy, server.global_state,
+                                              [server.client_examples(k) for k in group],
+                                              server.preprocessor, group, rnd, lr,
+                                              server.device, collect)
+        return updates
 
 
 # -- the loop ------------------------------------------------------------------------------------

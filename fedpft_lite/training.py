@@ -23,7 +23,11 @@ def autocast_for(device: torch.device, enabled: bool = True):
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
-    params = [p for p in model.parameters() if p.requires_grad]
+    return adamw([p for p in model.parameters() if p.requires_grad], lr, weight_decay)
+
+
+def adamw(params: list, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """The clients' optimiser over ``params`` (one client's LoRA + head tensors)."""
     if not params:
         raise ValueError("no trainable parameters: call add_lora() first")
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -36,10 +40,16 @@ def train_step(model, batch: dict, optimizer, grad_clip: float | None = 1.0, amp
         loss = model(**batch).loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
-    optimizer.step()
+    clip_and_step([p for p in model.parameters() if p.requires_grad], optimizer, grad_clip)
     return float(loss.detach())
+
+
+def clip_and_step(params: list, optimizer, grad_clip: float | None) -> None:
+    """Clip the gradient norm of ``params`` (one client's trainable tensors) to ``grad_clip``,
+    then take the optimiser step: the end of every client step, sequential or batched."""
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
 
 
 def local_train(model, loader, *, lr: float, epochs: int = 1, grad_clip: float | None = 1.0,

@@ -155,6 +155,8 @@ def test_unknown_method_or_key_fails_clearly_on_both_sides(task_identity):
         fedconfig_from_run_config({"methd": "fedpft"})
     with pytest.raises(ValueError, match="resume is not supported"):
         run_simulation(FedConfig(resume=True, output_dir="x"))  # before Ray starts
+    with pytest.raises(ValueError, match="each SuperNode trains its own client"):
+        run_simulation(FedConfig(client_parallelism=2))  # batching is in-process only
 
 
 def test_pyproject_app_config_names_every_config_field_and_is_valid():

@@ -90,6 +90,10 @@ def fedconfig_from_run_config(run_config: dict, overrides: dict | None = None,
     if cfg.method in NOT_ON_FLOWER:
         raise ValueError(f"method {cfg.method!r} does not run on the Flower app yet: "
                          f"{NOT_ON_FLOWER[cfg.method]}; run it in process (fedpft-lite run / reproduce)")
+    if cfg.client_parallelism != 1:
+        raise ValueError(f"client_parallelism={cfg.client_parallelism} batches clients in one "
+                         "process; on the Flower app each SuperNode trains its own client: set "
+                         "client_parallelism=1 (or run in process: fedpft-lite run)")
     if cfg.resume:
         raise ValueError("resume is not supported by the Flower app: clients would need the proxy "
                          "as published by the interrupted run; start a new run instead")
