@@ -146,8 +146,8 @@ def local_train_batched(model, loaders: list, *, lr: float, epochs: int = 1,
     model.train()
     with per_client_layers(model) as layers:
         while True:
-            step = [(c, b) for c, b in ((c, next(streams[c], None)) for c in range(len(loaders)))
-                    if b is not None]
+            batches = [next(stream, None) for stream in streams]   # None: this client is done
+            step = [(c, b) for c, b in enumerate(batches) if b is not None]
             if not step:
                 break
             active = [c for c, _ in step]
