@@ -6,6 +6,11 @@ answer (the stored notebook holds a blank ``...``) and ends with ``ex.fill(n)``.
 from ``inputs`` (the notebook's model, tensors, ...) and raises, with a helpful message, when the
 answer is blank (:class:`ExerciseNotDone`) or differs (:class:`ExerciseWrong`).
 
+Where the notebook's own inputs cannot tell a right rule from a typical wrong one (floor and round agree
+on 3 x 0.67; choosing on validation and on test pick the same committed cell), the answer is a
+*function* and its :class:`Check` lists ``cases``: more inputs on which the function must agree with the
+reference too (a blank is a function that still returns ``...``).
+
 Solutions live outside the notebooks, one file per notebook, ``notebooks/solutions/<notebook>.py``,
 cut into ``# %% EXERCISE n`` sections. ``ex.fill(n)`` does nothing for a student; only when the
 environment variable ``FEDPFT_LITE_SOLUTIONS`` is set (the root ``conftest.py`` sets it for
@@ -47,6 +52,10 @@ class Check:
     task: str                       # what to do, in one line (the "fill in" message repeats it)
     reference: Callable[..., object]  # (**inputs) -> the package's answer
     hint: str                       # shown with a wrong answer
+    # A function answer: besides the notebook's inputs, it is called on each of these (a name for the
+    # message, a callable returning the inputs: built lazily, some are DataFrames), positionally in the
+    # order of the notebook's inputs. Empty: the answer is a value.
+    cases: tuple[tuple[str, Callable[[], dict]], ...] = ()
 
 
 def solutions_on() -> bool:
@@ -120,9 +129,13 @@ def difference(yours, reference, rel_tol: float = 1e-6, abs_tol: float = 1e-6) -
                 return f"value {i + 1}: {why}"
         return None
     try:
-        ok = math.isclose(float(yours), float(reference), rel_tol=rel_tol, abs_tol=abs_tol)
+        yours, reference = float(yours), float(reference)
     except (TypeError, ValueError):
         return f"expected a number, got {type(yours).__name__}"
+    # abs_tol guards against float noise around 0; for a small reference (a learning rate of 8e-5) it must
+    # not swallow a wrong answer, so it never exceeds 0.1 % of the reference.
+    ok = math.isclose(yours, reference, rel_tol=rel_tol,
+                      abs_tol=abs_tol if reference == 0 else min(abs_tol, 1e-3 * abs(reference)))
     return None if ok else "not the package's value"
 
 
@@ -145,13 +158,36 @@ class Exercises:
 
     def check(self, n: int, answer, **inputs) -> None:
         c = self.checks[n]
-        if is_blank(answer):
-            raise ExerciseNotDone(f"fill in EXERCISE {n}: {c.task} (replace the ... in the exercise "
-                                  "cell, run it, then run this check again)")
-        why = difference(answer, c.reference(**inputs))
-        if why:
-            raise ExerciseWrong(f"EXERCISE {n} is not right yet: {why}. Hint: {c.hint}")
+        if c.cases:
+            self._check_function(n, c, answer, inputs)
+        else:
+            if is_blank(answer):
+                raise self._not_done(n, c)
+            why = difference(answer, c.reference(**inputs))
+            if why:
+                raise ExerciseWrong(f"EXERCISE {n} is not right yet: {why}. Hint: {c.hint}")
         print(f"EXERCISE {n} correct.")
+
+    @staticmethod
+    def _not_done(n: int, c: Check) -> ExerciseNotDone:
+        return ExerciseNotDone(f"fill in EXERCISE {n}: {c.task} (replace the ... in the exercise cell, run it, "
+                               "then run this check again)")
+
+    def _check_function(self, n: int, c: Check, answer, inputs: dict) -> None:
+        """A function answer: the notebook's inputs first, then every case; the first disagreement fails."""
+        if is_blank(answer):
+            raise self._not_done(n, c)
+        if not callable(answer):
+            raise ExerciseWrong(f"EXERCISE {n} is not right yet: expected a function (the def in the exercise "
+                                f"cell), got {type(answer).__name__}. Hint: {c.hint}")
+        for name, make in (("this notebook's inputs", lambda: inputs), *c.cases):
+            case = make()
+            yours = answer(*case.values())
+            if name == "this notebook's inputs" and is_blank(yours):
+                raise self._not_done(n, c)
+            why = difference(yours, c.reference(**case))
+            if why:
+                raise ExerciseWrong(f"EXERCISE {n} is not right yet: on {name}: {why}. Hint: {c.hint}")
 
 
 # -- references, computed from the package -------------------------------------------------------
@@ -259,6 +295,15 @@ def same_seed_gap(summary, a: str = "FedPFT", b: str = "FedOT") -> tuple[float, 
     return iv.mean, iv.half
 
 
+def validation_disagrees_with_test() -> dict:
+    """A two-seed summary on which choosing by validation, by test, or by the best single seed's
+    validation accuracy give three different answers (cell "b" is validation's choice)."""
+    import pandas as pd
+    return {"summary": pd.DataFrame({"cell": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1],
+                                     "fm_val_accuracy": [0.80, 0.70, 0.76, 0.76],
+                                     "fm_accuracy": [0.90, 0.90, 0.70, 0.72]})}
+
+
 def validation_choice(summary) -> tuple[str, float]:
     """The cell with the best mean validation accuracy, and its mean test accuracy (%)."""
     means = summary.groupby("cell")[["fm_val_accuracy", "fm_accuracy"]].mean()
@@ -345,17 +390,17 @@ CHECKS: dict[str, dict[int, Check]] = {
                  "rounds t, 2t, 3t, ... but only those strictly before the last round"),
     },
     "03_federated_rounds": {
-        1: Check("count the bytes the server sends down in a FedPFT round without alignment",
-                 round_bytes_down,
-                 "each sampled client receives the whole global state; a tensor takes numel() * "
-                 "element_size() bytes"),
+        1: Check("compute the learning rate of round 10 under the paper's protocol",
+                 paper_round_lr,
+                 "round_lr decays linearly as lr * (1 - (r - 1) / R), so the last round keeps lr / R"),
         2: Check("count, for every client of parts_1, its sentences of each topic (clients x classes)",
                  client_label_counts,
                  "parts_1[k] holds the indices of client k's examples; count topic_labels[parts_1[k]] "
                  "per class, with zeros for absent classes (np.bincount's minlength)"),
-        3: Check("compute the learning rate of round 10 under the paper's protocol",
-                 paper_round_lr,
-                 "round_lr decays linearly as lr * (1 - (r - 1) / R), so the last round keeps lr / R"),
+        3: Check("count the bytes the server sends down in a FedPFT round without alignment",
+                 round_bytes_down,
+                 "each sampled client receives the whole global state; a tensor takes numel() * "
+                 "element_size() bytes"),
     },
     "04_reproduction": {
         1: Check("compute the same-seed difference FedPFT - FedOT (points): its mean and the half-width "
@@ -363,11 +408,12 @@ CHECKS: dict[str, dict[int, Check]] = {
                  same_seed_gap,
                  "subtract within each seed first (pivot seeds x cells, fm_accuracy x 100), then "
                  "fedpft_lite.stats.mean_interval or paired_difference on the differences"),
-        2: Check("choose the setting with the best mean validation accuracy and give its mean test "
-                 "accuracy (%)",
+        2: Check("write choose(summary): the setting with the best mean validation accuracy and its mean "
+                 "test accuracy (%)",
                  validation_choice,
                  "average fm_val_accuracy over seeds per cell, take the best cell, then average that "
-                 "cell's fm_accuracy (x 100)"),
+                 "cell's fm_accuracy (x 100); never look at fm_accuracy to choose",
+                 cases=(("a summary where validation and test choose differently", validation_disagrees_with_test),)),
     },
     "06_neighbourhood": {
         1: Check("list, for each of the FM's n_layers positions, the FM layer whose module CRaSh's proxy runs there",
@@ -380,15 +426,19 @@ CHECKS: dict[str, dict[int, Check]] = {
                  "(not the adapters, not the embeddings), times the sampled clients, divided by 2**20"),
     },
     "05_flower": {
-        1: Check("count the clients (ClientApps on SuperNodes) the ServerApp sends a train message to in "
-                 "each round of cfg",
+        1: Check("write clients_per_round(num_clients, fraction): the clients (ClientApps on SuperNodes) the "
+                 "ServerApp sends a train message to in each round",
                  sampled_per_round,
-                 "fraction x num_clients, rounded to the nearest integer (Python's round), and at least 1"),
-        2: Check("list the rounds whose train messages carry an FFN patch (proxy-patch) in the Flower run "
-                 "of cfg",
+                 "fraction x num_clients, rounded to the nearest integer (Python's round), and at least 1",
+                 cases=tuple((f"num_clients={n}, fraction={f}", lambda n=n, f=f: {"num_clients": n, "fraction": f})
+                             for n, f in ((3, 0.3), (20, 0.22), (100, 0.1), (5, 0.05)))),
+        2: Check("write patch_rounds(rounds, t): the rounds whose train messages carry an FFN patch "
+                 "(proxy-patch) in a Flower run",
                  flower_patch_rounds,
                  "neuron-level alignment runs in rounds t, 2t, ... before the last; from the round after the "
                  "first one on, every round's messages carry all neurons aligned so far (nodes keep no "
-                 "state), not only the round right after an alignment"),
+                 "state), not only the round right after an alignment",
+                 cases=tuple((f"rounds={r}, t={t}", lambda r=r, t=t: {"rounds": r, "t": t})
+                             for r, t in ((10, 3), (4, 4), (5, 1), (3, 2)))),
     },
 }

@@ -7,6 +7,7 @@ tests check the cells a student sees."""
 import ast
 import copy
 import json
+import math
 import re
 from pathlib import Path
 
@@ -261,7 +262,8 @@ def test_the_stored_notebook_has_blank_exercises_matching_checks_and_solutions(n
     assert len(cells) >= 2
     assert sorted(cells) == sorted(CHECKS[notebook]) == sorted(load_solutions(notebook))
     for n, (exercise, check) in cells.items():
-        assert re.search(r"= \.\.\.\s*(#.*)?$", exercise, re.MULTILINE), f"EXERCISE {n}: no blank `= ...` placeholder"
+        assert re.search(r"(= |return )\.\.\.\s*(#.*)?$", exercise, re.MULTILINE), \
+            f"EXERCISE {n}: no blank `= ...` (or `return ...`) placeholder"
         assert f"ex.fill({n})" in exercise
         assert check.lstrip().startswith(f"ex.check({n}, "), f"the cell after EXERCISE {n} is not its check"
     assert all(not c.get("outputs") and not c.get("execution_count") for c in notebook_cells(notebook)
@@ -276,6 +278,8 @@ def test_blank_detection_and_differences():
     assert difference({"b": torch.zeros(1)}, {"a": torch.zeros(1)}) == "keys ['b'], expected ['a']"
     assert difference("six", 6.0) == "expected a number, got str"
     assert difference((1, 2), (1, 3)) == "value 2: not the package's value"
+    assert difference(7.9e-5, 8e-5) == "not the package's value"      # abs_tol does not swallow small numbers
+    assert difference(8e-5 * (1 + 1e-9), 8e-5) is None and difference(1e-9, 0.0) is None
 
 
 def test_wrong_answers_fail_in_03_and_04(states):
@@ -286,21 +290,17 @@ def test_wrong_answers_fail_in_03_and_04(states):
     s = repro["ex_summary"]
     acc = 100 * s.pivot_table(index="seed", columns="cell", values="fm_accuracy")
     unpaired = (acc["FedPFT"].mean() - acc["FedOT"].mean(), 1.96 * (acc["FedPFT"] - acc["FedOT"]).std())
-    means = repro["choice_summary"].groupby("cell")[["fm_val_accuracy", "fm_accuracy"]].mean()
-    on_test = means["fm_accuracy"].idxmax()
     wrong = [
-        ("03_federated_rounds", 1, one_client, {"state": state, "clients": 4}),          # one client only
-        ("03_federated_rounds", 1, 4 * sum(t.numel() for t in state.values()),           # values, not bytes
+        ("03_federated_rounds", 3, one_client, {"state": state, "clients": 4}),          # one client only
+        ("03_federated_rounds", 3, 4 * sum(t.numel() for t in state.values()),           # values, not bytes
          {"state": state, "clients": 4}),
         ("03_federated_rounds", 2, counts.T, {"labels": rounds["topic_labels"], "parts": rounds["parts_1"]}),
         ("03_federated_rounds", 2, counts[:, ::-1].copy(), {"labels": rounds["topic_labels"], "parts": rounds["parts_1"]}),
-        ("03_federated_rounds", 3, 0.0, {"r": 10}),                                      # lr * (1 - r / R)
+        ("03_federated_rounds", 1, 0.0, {"r": 10}),                                      # lr * (1 - r / R)
+        ("03_federated_rounds", 1, 8e-4 * (1 - 8 / 10), {"r": 10}),                      # round 9's lr
         ("04_reproduction", 1, unpaired, {"summary": s}),                                # normal, not t quantile
-        ("04_reproduction", 2, ("no such cell", 70.0), {"summary": repro["choice_summary"]}),
+        ("04_reproduction", 2, lambda summary: ("no such cell", 70.0), {"summary": repro["choice_summary"]}),
     ]
-    if on_test != means["fm_val_accuracy"].idxmax():                                     # chosen on test
-        wrong.append(("04_reproduction", 2, (on_test, 100 * means.loc[on_test, "fm_accuracy"]),
-                      {"summary": repro["choice_summary"]}))
     for notebook, n, answer, inputs in wrong:
         with pytest.raises(ExerciseWrong, match=rf"EXERCISE {n} is not right yet: .+ Hint: "):
             Exercises(notebook, {}).check(n, answer, **inputs)
@@ -314,20 +314,54 @@ def test_strings_and_arrays_compare():
 
 
 def test_wrong_answers_fail_in_05(states):
+    """The answers are functions: a wrong rule that happens to agree on the quick run's cfg (floor and
+    round both give 2 of 3 x 0.67; 'only the round after each alignment' is [3] when rounds=3, t=2) still
+    fails on the check's other cases."""
     cfg = states("05_flower")["cfg"]
     assert (cfg.rounds, cfg.align_every, cfg.clients_per_round) == (3, 2, 2)   # the quick run's
+    mine = {"num_clients": cfg.num_clients, "fraction": cfg.fraction}, {"rounds": cfg.rounds, "t": cfg.align_every}
+
+    def aligned(rounds, t):
+        return [r for r in range(t, rounds, t)]
+
     wrong = [
-        ("05_flower", 1, cfg.num_clients, {"num_clients": 3, "fraction": 0.67}),   # every client
-        ("05_flower", 1, 0, {"num_clients": 3, "fraction": 0.3}),                  # int(): floor, not at least 1
-        ("05_flower", 1, 3, {"num_clients": 10, "fraction": 0.25}),                # ceil(2.5); round() gives 2
-        ("05_flower", 2, [2], {"rounds": 3, "t": 2}),                              # the alignment round itself
-        ("05_flower", 2, [4, 7, 10], {"rounds": 10, "t": 3}),                      # only right after each alignment
-        ("05_flower", 2, [3, 4], {"rounds": 4, "t": 4}),                           # t = rounds: no alignment at all
-        ("05_flower", 2, [2, 3], {"rounds": 3, "t": 2}),                           # from the alignment round on
+        (1, lambda n, f: n, "every client"),
+        (1, lambda n, f: int(n * f), "floor (int), not round and at least 1"),
+        (1, lambda n, f: math.ceil(n * f), "ceil"),
+        (2, lambda rounds, t: aligned(rounds, t), "the alignment rounds themselves"),
+        (2, lambda rounds, t: [r + 1 for r in aligned(rounds, t)], "only the round right after each alignment"),
+        (2, lambda rounds, t: [r for r in range(t + 1, rounds + 1) if r % t == 1 % t], "every t-th round after"),
+        (2, lambda rounds, t: list(range(t, rounds + 1)), "from the alignment round on"),
     ]
-    for notebook, n, answer, inputs in wrong:
-        with pytest.raises(ExerciseWrong, match=rf"EXERCISE {n} is not right yet: .+ Hint: "):
-            Exercises(notebook, {}).check(n, answer, **inputs)
+    agree_on_mine = 0
+    for n, answer, why in wrong:
+        agree_on_mine += answer(*mine[n - 1].values()) == CHECKS["05_flower"][n].reference(**mine[n - 1])
+        with pytest.raises(ExerciseWrong, match=rf"EXERCISE {n} is not right yet: on .+ Hint: "):
+            Exercises("05_flower", {}).check(n, answer, **mine[n - 1])
+    assert agree_on_mine >= 3, "the cases exist because some wrong rules pass on the notebook's own cfg"
+    with pytest.raises(ExerciseWrong, match="expected a function"):
+        Exercises("05_flower", {}).check(1, 2, **mine[0])          # a number, not a function
+
+
+def test_choosing_on_test_fails_in_04(states):
+    """Exercise 2 of 04 takes a function, checked also on a summary where validation and test disagree:
+    on the committed neuron-steps both pick the same cell, so a value could not tell them apart."""
+    choice = states("04_reproduction")["choice_summary"]
+
+    def on_test(summary):
+        means = summary.groupby("cell")[["fm_val_accuracy", "fm_accuracy"]].mean()
+        return means["fm_accuracy"].idxmax(), 100 * means["fm_accuracy"].max()
+
+    def best_single_seed(summary):
+        best = summary.loc[summary.fm_val_accuracy.idxmax(), "cell"]
+        return best, 100 * summary[summary.cell == best].fm_accuracy.mean()
+
+    for answer in (on_test, best_single_seed):
+        # on the notebook's summary, choosing on test may agree with validation; then the extra case fails it
+        agrees = difference(answer(choice), CHECKS["04_reproduction"][2].reference(choice)) is None
+        where = "a summary where validation and test choose differently" if agrees else "this notebook's inputs"
+        with pytest.raises(ExerciseWrong, match=f"EXERCISE 2 is not right yet: on {where}: "):
+            Exercises("04_reproduction", {}).check(2, answer, summary=choice)
 
 
 def test_wrong_answers_fail_in_06(states):

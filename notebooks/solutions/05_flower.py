@@ -8,11 +8,13 @@
 # %% EXERCISE 1
 # FedConfig.clients_per_round: fraction x num_clients, rounded (Python's round), at least 1.
 # federated.sample_clients draws that many partitions per round; the ServerApp messages their nodes.
-clients_per_round = max(1, round(cfg.fraction * cfg.num_clients))
+def clients_per_round(num_clients, fraction):
+    return max(1, round(fraction * num_clients))
 
 # %% EXERCISE 2
 # Neuron-level alignment runs in rounds t, 2t, ... strictly before the last round. The ServerApp
 # sends every sampled client all neurons aligned so far (nodes keep no state between rounds), so
 # every round after the first alignment carries a patch.
-alignment = [r for r in range(1, cfg.rounds + 1) if r % cfg.align_every == 0 and r < cfg.rounds]
-patch_rounds = [r for r in range(1, cfg.rounds + 1) if alignment and r > alignment[0]]
+def patch_rounds(rounds, t):
+    alignment = [r for r in range(1, rounds + 1) if r % t == 0 and r < rounds]
+    return [r for r in range(1, rounds + 1) if alignment and r > alignment[0]]
