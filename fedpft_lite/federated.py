@@ -267,6 +267,18 @@ def client_updates_batched(cfg: FedConfig, proxy, global_state: dict, examples: 
     return updates
 
 
+@dataclass
+class ClientFailure:
+    """A sampled client that sent nothing usable this round (only remote clients fail: Flower
+    nodes that are gone, raise, or miss the reply timeout). ``reason`` is short and stable
+    (``timeout``, ``node_unavailable``, ``client_app_raised_exception``, ``not_connected``, ...),
+    ``detail`` what the transport said; ``sent``: whether the round's state reached it."""
+    k: int
+    reason: str
+    detail: str = ""
+    sent: bool = True
+
+
 class LocalClients:
     """Clients simulated in this process on the server's proxy object: one after another
     (``cfg.client_parallelism = 1``, the default) or up to ``client_parallelism`` of them
@@ -360,6 +372,8 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
     start = 1
     if saved is None:
         server.log["before_rounds"] = server.method.before_rounds(server)
+    else:
+        server.log = saved["log"]   # before clients.start: Flower's clients find their proxy there
     clients.start(server)
     _attach_lora(server)
     if saved is not None:
@@ -369,7 +383,6 @@ def run_federated(cfg: FedConfig, progress: bool = True, stop_after: int | None 
         saved_state = load_file(str(ckpt / "global_state.safetensors"))
         server.global_state = {k: saved_state[k] for k in server.global_state}  # keys and order as built
         server.history = History(saved["history"])
-        server.log = saved["log"]
         _set_rng_state(load_file(str(ckpt / "rng.safetensors")), saved["rng"])
         start = saved["round"] + 1
     server.log.setdefault("setup_seconds", round(time.time() - t_setup, 2))
@@ -407,30 +420,40 @@ def run_round(server: Server, rnd: int, clients=None) -> dict:
     sampled = sample_clients(cfg, rnd)
     lr = round_lr(cfg, rnd)
     collect = server.method.wants_activations(server, rnd)
-    updates = (clients or LocalClients()).train(server, rnd, sampled, lr, collect)
-    return finish_round(server, rnd, sampled, lr, updates, t0)
+    results = (clients or LocalClients()).train(server, rnd, sampled, lr, collect)
+    return finish_round(server, rnd, sampled, lr, results, t0)
 
 
 def finish_round(server: Server, rnd: int, sampled: list[int], lr: float,
-                 updates: list[ClientUpdate], t0: float) -> dict:
-    """The server's work once the clients replied (in ``sampled`` order): FedAvg, the method's
+                 results: list, t0: float) -> dict:
+    """The server's work once the clients replied: ``results`` holds, in ``sampled`` order, a
+    :class:`ClientUpdate` or a :class:`ClientFailure` per client. FedAvg over the updates (a
+    failed client is left out, the others weighted by their examples as usual), the method's
     after-aggregation step (FedPFT: neuron-level alignment every t rounds), plug the state into
-    the FM and evaluate; returns the history row. ``bytes_down`` / ``bytes_up`` count the
-    trainable state each way, activation statistics up, and what the method ships extra."""
+    the FM and evaluate; returns the history row: ``clients`` are the clients aggregated, and
+    ``failed`` (only when some failed) lists the others with the reason. ``bytes_down`` /
+    ``bytes_up`` count the trainable state each way (down: to every client it reached),
+    activation statistics up, and what the method ships extra."""
     cfg = server.cfg
-    if [u.k for u in updates] != list(sampled):
-        raise ValueError(f"client updates {[u.k for u in updates]} do not match the sampled clients {sampled}")
-    down = sum(state_bytes(server.global_state) for _ in updates)
+    if [u.k for u in results] != list(sampled):
+        raise ValueError(f"client results {[u.k for u in results]} do not match the sampled clients {sampled}")
+    failed = [u for u in results if isinstance(u, ClientFailure)]
+    updates = [u for u in results if not isinstance(u, ClientFailure)]
+    if not updates:
+        raise RuntimeError(f"round {rnd}: none of the sampled clients {sampled} sent an update")
+    down = sum(state_bytes(server.global_state) for u in results if not isinstance(u, ClientFailure) or u.sent)
     up = sum(state_bytes(u.state) + (u.stats["bytes"] if u.stats is not None else 0) for u in updates)
     sizes = [u.num_examples for u in updates]
     server.global_state = fedavg([u.state for u in updates], sizes, cfg.aggregation)
     stats = [u.stats for u in updates if u.stats is not None]
     extra = server.method.after_aggregation(server, rnd, stats) or {}
     down += int(extra.pop("bytes_down_extra", 0))
-    row = {"round": rnd, "clients": list(sampled), "lr": lr,
+    row = {"round": rnd, "clients": [u.k for u in updates], "lr": lr,
            "train_loss": float(np.average([u.loss for u in updates], weights=sizes)),
            "bytes_down": int(down), "bytes_up": int(up),
            "aligned": bool(extra.pop("aligned", False)), **extra}
+    if failed:
+        row["failed"] = [{"client": u.k, "reason": u.reason, "detail": u.detail} for u in failed]
     if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
         plug_back(server.fm, server.global_state)
         fm_eval = evaluate(server.fm, server.test_loader, server.device)

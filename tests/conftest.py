@@ -20,3 +20,12 @@ def tiny_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     model.save_pretrained(folder, preprocessor=tok)
     return str(folder)
+
+
+@pytest.fixture
+def task_identity(monkeypatch):
+    """Flower 1.42 stamps a new Message with the sending task's ids, which only a running
+    ServerApp has: give this test process some (restored afterwards)."""
+    from flwr.supercore.task_identity import TaskIdentity
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1, raising=False)

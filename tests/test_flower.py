@@ -122,15 +122,6 @@ def _context(node_config=None, run_config=None):
                    run_config=run_config or {})
 
 
-@pytest.fixture
-def task_identity(monkeypatch):
-    """Flower 1.42 stamps a new Message with the sending task's ids, which only a running
-    ServerApp has: give this test process some (restored afterwards)."""
-    from flwr.supercore.task_identity import TaskIdentity
-    for name in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1, raising=False)
-
-
 def _train_message():
     return Message(RecordDict({"config": ConfigRecord({"proxy-sha256": "", "partition-id": 0})}),
                    dst_node_id=1, message_type="train")
@@ -153,8 +144,12 @@ def test_unknown_method_or_key_fails_clearly_on_both_sides(task_identity):
         make_server_app()(None, _context(run_config={"method": "fedsgd"}))
     with pytest.raises(ValueError, match="unknown Flower run config keys"):
         fedconfig_from_run_config({"methd": "fedpft"})
-    with pytest.raises(ValueError, match="resume is not supported"):
-        run_simulation(FedConfig(resume=True, output_dir="x"))  # before Ray starts
+    with pytest.raises(FileNotFoundError, match="resume=True but .*checkpoint.json does not exist"):
+        run_simulation(FedConfig(resume=True, output_dir="x"))  # before the SuperLink starts
+    with pytest.raises(ValueError, match=r"min-replies must be in 1..3"):
+        fedconfig_from_run_config({"min-replies": 4})
+    with pytest.raises(ValueError, match="round-timeout-s must be > 0"):
+        fedconfig_from_run_config({"round-timeout-s": 0})
     with pytest.raises(ValueError, match="each SuperNode trains its own client"):
         run_simulation(FedConfig(client_parallelism=2))  # batching is in-process only
 

@@ -13,6 +13,7 @@ proxy's hash and the data settings), and holds no other state: it can restart be
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from ..federated import add_proxy_lora, client_partitions, client_update
 from ..models import META_FILE, WEIGHTS_FILE, load_foundation_model
 from ..utils import pick_device
 from .records import file_sha256, record_state, state_record, stats_record
-from .settings import fedconfig_from_run_config, proxy_dir
+from .settings import fedconfig_from_run_config, injected_faults, proxy_dir
 
 _CACHE: dict = {}   # ("proxy", folder, sha) -> (proxy, preprocessor, pristine FFN); ("data", ...) -> (train, parts)
 
@@ -48,6 +49,17 @@ def node_partition(context: Context, num_clients: int) -> int:
     if not 0 <= k < n:
         raise ValueError(f"partition-id={k} is outside 0..{n - 1}: {PARTITION_HELP}")
     return k
+
+
+def inject_fault(k: int, rnd: int) -> None:
+    """The testing hook (``FEDPFT_LITE_TEST_FAULT``, see :data:`.settings.TEST_FAULT_ENV`): make
+    partition k's ClientApp raise, or reply late, in round ``rnd``. Unset in real runs."""
+    for fault in injected_faults("sleep"):
+        if (fault["partition"], fault["round"]) == (k, rnd):
+            time.sleep(fault["seconds"])
+    for fault in injected_faults("raise"):
+        if (fault["partition"], fault["round"]) == (k, rnd):
+            raise RuntimeError(f"injected fault: partition {k} raises in round {rnd}")
 
 
 def _proxy(folder: Path, sha: str, cfg, device):
@@ -91,7 +103,7 @@ def _node(context: Context, overrides: dict | None, sha: str):
     cfg, flower = fedconfig_from_run_config(context.run_config, overrides, context.node_config)
     k = node_partition(context, cfg.num_clients)
     device = pick_device(cfg.device)
-    proxy, pre, pristine = _proxy(proxy_dir(flower, context.run_id), sha, cfg, device)
+    proxy, pre, pristine = _proxy(proxy_dir(flower, cfg, context.run_id), sha, cfg, device)
     return cfg, k, device, proxy, pre, pristine, _partition(cfg, pre, sha, k)
 
 
@@ -114,6 +126,7 @@ def make_client_app(overrides: dict | None = None) -> ClientApp:
         if int(conf["partition-id"]) != k:
             raise ValueError(f"the server sent partition {conf['partition-id']}'s work to the node "
                              f"holding partition {k}")
+        inject_fault(k, int(conf["round"]))
         if pristine is not None:           # FedPFT: the published sub-FFN, then the aligned neurons
             apply_ffn_patch(proxy, pristine)
             if "proxy-patch" in msg.content:

@@ -10,6 +10,7 @@ whose value is not a string (``retained-layers``, ``max-public``, ...) accept a 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import fields
 from pathlib import Path
@@ -27,11 +28,24 @@ FLOWER_DEFAULTS = {
     # the system temp dir (server and simulated clients share a machine). In a deployment,
     # each SuperNode names its own copy with --node-config "proxy-dir=/path".
     "proxy-dir": "",
-    # How long the server waits for num-clients SuperNodes to connect before round 1.
+    # How long the server waits, before round 1, for one SuperNode per partition to connect and
+    # say which partition it holds (a partition still without a node then is an error).
     "node-wait-s": 300.0,
-    # How long the server waits for one round's replies.
+    # How long the server waits for one round's replies; a client that has not replied by then
+    # is a straggler: left out of the round and recorded as failed ("timeout"); its late reply
+    # is dropped.
     "round-timeout-s": 3600.0,
+    # The fewest replies a round aggregates. Fewer (nodes gone, ClientApps raising, stragglers):
+    # the run stops with an error, the round is not kept and the last checkpoint stays as it was.
+    "min-replies": 1,
 }
+
+#: The testing hook (for fault-injection tests; never set it in a real run): an environment
+#: variable the ClientApp and the ServerApp read, entries separated by ";":
+#: ``raise partition=K round=R`` (that ClientApp raises), ``sleep partition=K round=R seconds=S``
+#: (it replies S seconds late), ``kill-server round=R`` (the ServerApp SIGKILLs itself when
+#: round R starts, after round R-1's checkpoint).
+TEST_FAULT_ENV = "FEDPFT_LITE_TEST_FAULT"
 
 #: Node config keys a SuperNode may set for itself (besides partition-id / num-partitions).
 NODE_KEYS = ("proxy-dir", "device")
@@ -94,9 +108,12 @@ def fedconfig_from_run_config(run_config: dict, overrides: dict | None = None,
         raise ValueError(f"client_parallelism={cfg.client_parallelism} batches clients in one "
                          "process; on the Flower app each SuperNode trains its own client: set "
                          "client_parallelism=1 (or run in process: fedpft-lite run)")
-    if cfg.resume:
-        raise ValueError("resume is not supported by the Flower app: clients would need the proxy "
-                         "as published by the interrupted run; start a new run instead")
+    for key in ("node-wait-s", "round-timeout-s"):
+        if not float(flower[key]) > 0:
+            raise ValueError(f"{key} must be > 0 seconds, got {flower[key]!r}")
+    if not 1 <= int(flower["min-replies"]) <= cfg.clients_per_round:
+        raise ValueError(f"min-replies must be in 1..{cfg.clients_per_round} (the clients sampled per "
+                         f"round: fraction x num-clients), got {flower['min-replies']!r}")
     return cfg, flower
 
 
@@ -126,5 +143,22 @@ def run_dir(run_id: int) -> Path:
     return Path(tempfile.gettempdir()) / "fedpft_lite_flower" / str(run_id)
 
 
-def proxy_dir(flower: dict, run_id: int) -> Path:
-    return Path(flower["proxy-dir"]).expanduser() if flower.get("proxy-dir") else run_dir(run_id) / "proxy"
+def proxy_dir(flower: dict, cfg: FedConfig, run_id: int) -> Path:
+    """Where the proxy is published: ``proxy-dir``, else ``output_dir/proxy`` (kept with the
+    checkpoint, so a resumed run finds the proxy the nodes already hold), else a per-run folder."""
+    if flower.get("proxy-dir"):
+        return Path(flower["proxy-dir"]).expanduser()
+    return Path(cfg.output_dir) / "proxy" if cfg.output_dir else run_dir(run_id) / "proxy"
+
+
+def injected_faults(kind: str) -> list[dict]:
+    """The entries of the testing hook :data:`TEST_FAULT_ENV` of one ``kind`` (ints, floats)."""
+    out = []
+    for entry in filter(None, (e.strip() for e in os.environ.get(TEST_FAULT_ENV, "").split(";"))):
+        name, *pairs = entry.split()
+        if name not in ("raise", "sleep", "kill-server"):
+            raise ValueError(f"{TEST_FAULT_ENV}: unknown fault {name!r} in {entry!r}")
+        if name == kind:
+            out.append({k: float(v) if k == "seconds" else int(v)
+                        for k, v in (p.split("=", 1) for p in pairs)})
+    return out

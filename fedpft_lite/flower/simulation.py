@@ -69,6 +69,24 @@ def write_app(folder: Path, cfg: FedConfig, **flower_settings) -> Path:
     return folder
 
 
+def flower_env(home: Path) -> dict:
+    """The environment of the Flower processes: ``FLWR_HOME`` = ``home``, no update check, and
+    this ``fedpft_lite`` first on the path when it is a source checkout (not site-packages), so
+    the ServerApp and ClientApps run the caller's code, not another installed copy."""
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    root = Path(__file__).resolve().parents[2]
+    if root.name != "site-packages":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    return env
+
+
+def write_connection(home: Path, port: int) -> None:
+    """``$FLWR_HOME/config.toml`` with one connection, the default: the SuperLink on ``port``."""
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+        f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+
+
 def federation_config(num_supernodes: int, client_cpus: float, client_gpus: float,
                       total_cpus: int | None, quiet: bool) -> str:
     """The ``--federation-config`` of a local simulation: its size and Ray's resources."""
@@ -83,7 +101,7 @@ def federation_config(num_supernodes: int, client_cpus: float, client_gpus: floa
 
 def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float | None = None,
                    total_cpus: int | None = None, quiet: bool = True, echo: bool = False, startup_timeout_s: float = 60.0,
-                   **flower_settings) -> History:
+                   timeout_s: float | None = None, **flower_settings) -> History:
     """Run ``cfg`` through ``flwr run`` on a local simulation SuperLink (see the module
     docstring); returns its :class:`History` (read back from ``cfg.output_dir``, which defaults
     to a new folder under the system temp dir).
@@ -95,12 +113,16 @@ def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float
         total_cpus: CPUs Ray may use (default: all).
         quiet: keep the run's log (Flower, Ray) out of the output; it is shown if the run fails.
         echo: print the commands as they run.
+        timeout_s: stop ``flwr run`` (and the SuperLink) after this many seconds (default: none).
         flower_settings: Flower-only keys with underscores (``proxy_dir=...``).
     """
     from ..utils import pick_device
     from .settings import fedconfig_from_run_config
 
-    fedconfig_from_run_config({}, {**cfg.to_dict(), **flower_settings})  # fail before starting
+    from ..federated import check_output_dir
+
+    fedconfig_from_run_config({}, {**cfg.to_dict(), **flower_settings})  # fail before starting,
+    check_output_dir(cfg.validate().resolved())   # also on finished results or a missing checkpoint
     if client_gpus is None:
         client_gpus = 1.0 if pick_device(cfg.device).type == "cuda" else 0.0
     if cfg.output_dir is None:   # else the ServerApp picks a folder we cannot find
@@ -110,7 +132,7 @@ def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float
 
     home = Path(tempfile.mkdtemp(prefix="fedpft_lite_flwr_home_"))   # FLWR_HOME: removed below
     port = _free_port()
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    env = flower_env(home)
     superlink_cmd = ["flower-superlink", "--insecure", "--simulation",
                      "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
                      "--port", str(port)]
@@ -119,9 +141,7 @@ def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float
     superlink_log, run_log = home / "superlink.log", home / "run.log"
     bin_dir = _scripts_dir()
     try:
-        (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+        write_connection(home, port)
         write_app(home / "app", cfg, **flower_settings)
         if echo:
             print("$", shlex.join(superlink_cmd))
@@ -134,8 +154,13 @@ def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float
             if echo:
                 print(f"$ FLWR_HOME={home}", shlex.join(run_cmd))
             with open(run_log, "w") as log:
-                done = subprocess.run([str(bin_dir / run_cmd[0]), *run_cmd[1:]], env=env,
-                                      stdout=log if quiet else None, stderr=subprocess.STDOUT)
+                try:
+                    done = subprocess.run([str(bin_dir / run_cmd[0]), *run_cmd[1:]], env=env,
+                                          stdout=log if quiet else None, stderr=subprocess.STDOUT,
+                                          timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    raise TimeoutError(f"`flwr run` did not finish within {timeout_s:g} s. Its "
+                                       f"output:\n{_tail(run_log)}") from None
         finally:
             _stop(superlink)
         if done.returncode != 0 or not (out / "history.json").exists():
@@ -163,13 +188,20 @@ def _wait_ready(process: subprocess.Popen, port: int, timeout_s: float, log: Pat
                        f"{_tail(log)}")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the SuperLink's process group (it stops its SuperExec), SIGKILL after 20 s."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
+def _stop(process: subprocess.Popen, grace_s: float = 20) -> None:
+    """SIGTERM to a process group we started (the SuperLink stops its SuperExec), SIGKILL after
+    ``grace_s``. The group may outlive its leader (a killed node's ClientApp): signal it anyway."""
     try:
-        process.wait(timeout=20)
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:   # the whole group is gone
+        process.poll()
+        return
+    try:
+        process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
+        pass
+    try:
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    except ProcessLookupError:
+        pass
+    process.wait()
