@@ -15,7 +15,8 @@ reloaded for each), which keeps memory at one FM + one proxy.
 
 The two halves of a round are named functions: :func:`client_update` (one client's work) and
 :func:`finish_round` (the server's work after the replies). Where the clients run is a small
-object with ``start(server)`` and ``train(server, rnd, clients, lr, collect)``:
+object with ``start(server)`` and ``train(server, rnd, clients, lr, collect)``, which returns a
+:class:`ClientUpdate` per sampled client, or a :class:`ClientFailure` for one that did not reply:
 :class:`LocalClients` (this process, the default) or ``fedpft_lite.flower``'s Flower clients,
 which call the same :func:`client_update` on real (or simulated) remote nodes, so both produce
 the same history. With ``cfg.client_parallelism > 1`` :class:`LocalClients` trains that many

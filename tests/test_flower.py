@@ -147,7 +147,7 @@ def test_unknown_method_or_key_fails_clearly_on_both_sides(task_identity):
     with pytest.raises(FileNotFoundError, match="resume=True but .*checkpoint.json does not exist"):
         run_simulation(FedConfig(resume=True, output_dir="x"))  # before the SuperLink starts
     with pytest.raises(ValueError, match=r"min-replies must be in 1..3"):
-        fedconfig_from_run_config({"min-replies": 4})
+        fedconfig_from_run_config({"num-clients": 3, "fraction": 1.0, "min-replies": 4})
     with pytest.raises(ValueError, match="round-timeout-s must be > 0"):
         fedconfig_from_run_config({"round-timeout-s": 0})
     with pytest.raises(ValueError, match="each SuperNode trains its own client"):
