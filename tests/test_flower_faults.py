@@ -146,8 +146,9 @@ def test_a_serverapp_killed_after_round_2_resumes_to_the_uninterrupted_history(
     neurons, restored from the checkpoint. The ServerApp SIGKILLs itself when round 3 starts."""
     cfg = job(tiny_model, tmp_path, rounds=3, align_during=True, align_every=2)
     monkeypatch.setenv(TEST_FAULT_ENV, "kill-server round=3")
-    with pytest.raises(RuntimeError, match="wrote no history"):
+    with pytest.raises(RuntimeError, match="wrote no history") as killed:
         run_simulation(cfg, client_cpus=2, timeout_s=RUN_TIMEOUT_S)
+    assert (tmp_path / "run" / CKPT / "checkpoint.json").exists(), str(killed.value)
     ckpt = json.loads((tmp_path / "run" / CKPT / "checkpoint.json").read_text())
     assert ckpt["round"] == 2 and not (tmp_path / "run" / "results.json").exists()
     monkeypatch.delenv(TEST_FAULT_ENV)
