@@ -12,8 +12,9 @@ are what the README's "Real machines" section types on several machines::
         --node-config "partition-id=k num-partitions=N"
     flwr run <app> fedpft-lite --stream
 
-Every process runs in its own session, so killing a node kills its ClientApp with it, and
-``close`` (also on an exception) stops whatever is left and deletes the temporary ``FLWR_HOME``.
+Every process runs in its own session, so killing a node kills its running ClientApp with it;
+``close`` (also on an exception) stops every process started here and deletes the temporary
+``FLWR_HOME`` (the SuperExecs that SuperLink and SuperNodes start watch their parent and exit with it).
 """
 from __future__ import annotations
 
@@ -85,25 +86,6 @@ class LoopbackDeployment:
         """Kill SuperNode k and its running ClientApp (its whole process group)."""
         os.killpg(self.nodes[k].pid, sig)
         self.nodes[k].wait()
-
-    def serverapp_pids(self) -> list[int]:
-        """The ServerApp processes (``flwr-serverapp``) the SuperLink started."""
-        pids = []
-        for proc in Path("/proc").iterdir():
-            try:
-                if (proc.name.isdigit() and os.getpgid(int(proc.name)) == self.superlink.pid
-                        and b"flwr-serverapp" in (proc / "cmdline").read_bytes()):
-                    pids.append(int(proc.name))
-            except (OSError, ProcessLookupError):
-                continue
-        return pids
-
-    def kill_serverapp(self) -> list[int]:
-        """SIGKILL the running ServerApp(s), as a crash of the server machine's process would."""
-        pids = self.serverapp_pids()
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        return pids
 
     def submit(self, cfg: FedConfig, **flower_settings) -> subprocess.Popen:
         """Start ``flwr run`` for ``cfg`` (returns at once; the run goes on in the ServerApp)."""
