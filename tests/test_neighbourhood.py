@@ -227,3 +227,24 @@ def test_the_flower_app_refuses_what_it_cannot_keep_current(method):
     with pytest.raises(ValueError, match="does not run on the Flower app"):
         fedconfig_from_run_config({}, {"method": method})
     assert fedconfig_from_run_config({}, {"method": "fedot-kd"})[0].method == "fedot-kd"
+
+
+# -- plug-back at the identity setting -----------------------------------------------------------
+@pytest.mark.parametrize("method", ["fedot-kd", "fedbiot", "crash"])
+def test_plug_back_is_exact_at_the_identity_setting(tiny_model, method):
+    """With no compression (the emulator keeps every middle layer: FedOT-KD's and FedBiOT's
+    distillation then has nothing to close, CRaSh's clusters are single layers) the proxy is the
+    FM, so the FM with the aggregated adapters plugged back must compute exactly what the proxy
+    computes with them: plug-back loses nothing and puts each adapter where it was trained."""
+    n_middle = 4 - 2 * 1                          # tiny_model: 4 layers, 1 adapter layer per end
+    h, server = run(small(tiny_model, method=method, emulator_layers=n_middle, lora_dropout=0.0))
+    assert len(get_layers(server.proxy.backbone)) == 4
+    if method == "crash":
+        assert server.proxy.structure["clusters"] == [[1], [2]]
+    batch = next(iter(server.test_loader))
+    server.fm.eval(), server.proxy.eval()
+    with torch.no_grad():
+        fm_logits = server.fm(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        proxy_logits = server.proxy(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert torch.equal(fm_logits, proxy_logits), (fm_logits - proxy_logits).abs().max()
+    assert h[-1]["fm_accuracy"] == h[-1]["proxy_accuracy"]
