@@ -101,11 +101,6 @@ class PadOnly:
     pad_token_id = 0
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def runners(model, data, cfg, device):
     """{executor: function running one round's client work}."""
     from fedpft_lite.federated import client_loader, client_update, client_updates_batched
@@ -143,7 +138,7 @@ def main(argv=None) -> int:
     from fedpft_lite.config import FedConfig
     from fedpft_lite.utils import pick_device
 
-    from step_time import machine_line  # benchmarks/ is on sys.path when run as a script
+    from step_time import machine_line, sync  # benchmarks/ is on sys.path when run as a script
 
     hf_logging.set_verbosity_error()
     if args.threads is not None:
