@@ -285,7 +285,7 @@ def write_summary(folder: Path, rows: list[dict]) -> None:
             kept = on_disk[[(c, s) not in ids for c, s in zip(on_disk["cell"], on_disk["seed"])]]
             mine = pd.concat([kept, mine], ignore_index=True) if len(kept) else mine
         tmp = path.with_name(f"summary.csv.tmp{os.getpid()}")
-        mine[SUMMARY_COLUMNS + [c for c in mine.columns if c not in SUMMARY_COLUMNS]].to_csv(tmp, index=False)
+        in_column_order(mine).to_csv(tmp, index=False)
         os.replace(tmp, path)             # atomic: a reader sees the old or the new file
 
 
@@ -317,5 +317,9 @@ def read_summary(path: str | Path) -> "pd.DataFrame":  # noqa: F821
     new columns in from the runs' results (all reused, nothing trained)."""
     import pandas as pd
 
-    df = pd.read_csv(path)
+    return in_column_order(pd.read_csv(path))
+
+
+def in_column_order(df: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
+    """``df`` with the :data:`SUMMARY_COLUMNS` first, in that order (missing ones empty), any others after."""
     return df.reindex(columns=SUMMARY_COLUMNS + [c for c in df.columns if c not in SUMMARY_COLUMNS])
