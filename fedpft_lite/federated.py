@@ -442,7 +442,8 @@ def finish_round(server: Server, rnd: int, sampled: list[int], lr: float,
     updates = [u for u in results if not isinstance(u, ClientFailure)]
     if not updates:
         raise RuntimeError(f"round {rnd}: none of the sampled clients {sampled} sent an update")
-    down = sum(state_bytes(server.global_state) for u in results if not isinstance(u, ClientFailure) or u.sent)
+    reached = len(updates) + sum(f.sent for f in failed)     # clients the state was sent to
+    down = reached * state_bytes(server.global_state)
     up = sum(state_bytes(u.state) + (u.stats["bytes"] if u.stats is not None else 0) for u in updates)
     sizes = [u.num_examples for u in updates]
     server.global_state = fedavg([u.state for u in updates], sizes, cfg.aggregation)

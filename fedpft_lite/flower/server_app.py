@@ -84,14 +84,15 @@ class FlowerClients:
                 f"{self.proxy_folder} (found {self.sha[:12] or 'nothing'}); its nodes hold that one. "
                 "Point proxy-dir to it")
         self._discover(server.cfg.num_clients)
+        folder_bytes = proxy_files_bytes(self.proxy_folder)
         if published is None:
             server.log["flower"] = {"proxy_dir": str(self.proxy_folder), "proxy_sha256": self.sha,
-                                    "proxy_folder_bytes": proxy_files_bytes(self.proxy_folder),
+                                    "proxy_folder_bytes": folder_bytes,
                                     "proxy_weight_bytes": (self.proxy_folder / WEIGHTS_FILE).stat().st_size,
                                     "start_seconds": round(time.time() - t0, 3), "rounds": []}
         log(INFO, "fedpft_lite: proxy %s at %s (%.1f MiB); %d nodes ready in %.1f s",
             "published" if published is None else "of the interrupted run", self.proxy_folder,
-            proxy_files_bytes(self.proxy_folder) / 2**20, len(self.nodes), time.time() - t0)
+            folder_bytes / 2**20, len(self.nodes), time.time() - t0)
 
     def _discover(self, num_clients: int) -> None:
         """Wait (``node_wait_s``) for ``num_clients`` SuperNodes, ask each for its partition id
