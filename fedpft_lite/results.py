@@ -135,7 +135,8 @@ def comparison_table(experiment: str | Experiment, summary: pd.DataFrame,
         diffs = {c: paired(summary, c, ref, metric) for c in order}
         df[f"Δ vs {ref}"] = [diffs[c].mean for c in order]
         df["Δ 95% CI ±"] = [diffs[c].half for c in order]
-        df["Δ verdict"] = ["reference" if c == ref else _word(diffs[c]) for c in order]
+        df["Δ verdict"] = ["reference" if c == ref else f"same runs as {ref}" if _same_runs(summary, c, ref)
+                           else _word(diffs[c]) for c in order]
     paper = paper_results()
     for label, table, model, task in exp.paper_columns:
         vals = {c.label: paper_value(table, model, task, c.paper_method, c.paper_setting, paper)
@@ -158,6 +159,15 @@ def describe_comparisons(experiment: str | Experiment, summary: pd.DataFrame,
     have = set(summary.cell)
     return [describe_difference(paired(summary, a, b, metric), a, b)
             for a, b in exp.comparisons if a in have and b in have]
+
+
+def _same_runs(summary: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether cells ``a`` and ``b`` are one set of runs (same config, same keys: e.g. the parameter
+    study's p = 0.5 is its t = 2); their difference is 0 by construction, not a measurement."""
+    if "run" not in summary:
+        return False
+    runs = [set(summary.loc[summary.cell == c, "run"].dropna()) for c in (a, b)]
+    return bool(runs[0]) and runs[0] == runs[1]
 
 
 def _word(diff: Interval) -> str:

@@ -129,6 +129,19 @@ def test_comparison_table_for_alpha_cells_and_missing_rows():
         comparison_table("lite/table1", summary)
 
 
+def test_a_cell_that_is_the_reference_s_runs_says_so_instead_of_a_verdict():
+    # lite/params: p=0.5 is t=2 (same config, same run keys); p=0.3 has runs of its own.
+    summary = _fake_summary("lite/params", {"t=2": [0.76, 0.78, 0.77], "p=0.5": [0.76, 0.78, 0.77],
+                                            "p=0.3": [0.75, 0.79, 0.77]})
+    summary["run"] = [f"k{s}" for s in range(3)] * 2 + [f"other{s}" for s in range(3)]
+    verdicts = comparison_table("lite/params", summary)["Δ verdict"]
+    assert verdicts["t=2"] == "reference"
+    assert verdicts["p=0.5"] == "same runs as t=2"
+    assert verdicts["p=0.3"] == "not distinguishable"
+    summary.loc[summary.cell == "p=0.5", "run"] = ["x0", "x1", "x2"]    # equal numbers, other runs
+    assert comparison_table("lite/params", summary)["Δ verdict"]["p=0.5"] == "not distinguishable"
+
+
 # -- runner ----------------------------------------------------------------------------------
 @pytest.fixture
 def tiny_experiment(tiny_model):
