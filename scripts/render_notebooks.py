@@ -33,7 +33,7 @@ def title_of(nb) -> str:
     return ""
 
 
-def render(path: Path, out: Path, timeout: int) -> tuple[str, float]:
+def render(path: Path, out: Path, timeout: int | None) -> tuple[str, float]:
     """Execute one notebook and write ``out/<stem>.html``; return (title, seconds)."""
     import nbformat
     from nbclient import NotebookClient
@@ -61,14 +61,27 @@ def write_index(out: Path, rows: list[tuple[str, str, float]], quick: bool) -> N
         f"rendered them.</p>\n<ol>\n{items}\n</ol>\n", encoding="utf-8")
 
 
+def cell_timeout(requested: int | None, full: bool) -> int | None:
+    """Seconds one cell may run (None: no limit). The full setting's federated cells run one to two
+    hours on 2 CPU cores, so a fixed per-cell limit would kill them; quick cells finish in minutes,
+    and a hung quick cell should fail the build rather than hold it."""
+    if requested is None:
+        return None if full else 3600
+    if requested < 0:
+        raise SystemExit(f"--timeout {requested}: give seconds > 0, or 0 for no limit")
+    return requested or None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="site", help="folder for the HTML files (default: site/)")
     ap.add_argument("--full", action="store_true", help="run the full-size experiments, not the quick setting")
     ap.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 03")
     ap.add_argument("--notebooks", default=str(ROOT / "notebooks"), help="folder of the .ipynb files")
-    ap.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default 3600)")
+    ap.add_argument("--timeout", type=int, default=None,
+                    help="seconds one cell may run; 0 for no limit (default: 3600 quick, no limit with --full)")
     args = ap.parse_args(argv)
+    timeout = cell_timeout(args.timeout, args.full)
 
     paths = sorted(Path(args.notebooks).glob("*.ipynb"))
     if args.only:
@@ -86,7 +99,7 @@ def main(argv=None) -> int:
     rows = []
     for path in paths:
         print(f"rendering {path.name} ...", flush=True)
-        title, seconds = render(path, out, args.timeout)
+        title, seconds = render(path, out, timeout)
         print(f"  -> {out / (path.stem + '.html')} ({seconds:.0f} s)", flush=True)
         rows.append((path.stem, title, seconds))
     write_index(out, rows, quick=not args.full)

@@ -49,3 +49,13 @@ def test_a_failing_notebook_stops_the_render(render_module, tmp_path):
     with pytest.raises(Exception, match="broken on purpose"):
         render_module.main(["--notebooks", str(src), "--out", str(tmp_path / "site"), "--timeout", "120"])
     assert not (tmp_path / "site" / "00_broken.html").exists()
+
+
+def test_the_full_setting_has_no_cell_time_limit_unless_asked(render_module):
+    # A full-setting run of notebook 03 has one cell of over an hour on 2 cores: 3600 s killed it.
+    assert render_module.cell_timeout(None, full=True) is None
+    assert render_module.cell_timeout(None, full=False) == 3600
+    assert render_module.cell_timeout(7200, full=True) == 7200
+    assert render_module.cell_timeout(0, full=False) is None
+    with pytest.raises(SystemExit, match="--timeout -5"):
+        render_module.cell_timeout(-5, full=True)
