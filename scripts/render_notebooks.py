@@ -1,7 +1,7 @@
 """Render the notebooks, executed, to static HTML a student can read without running anything.
 
     python scripts/render_notebooks.py                 # quick setting, all notebooks -> site/
-    python scripts/render_notebooks.py --full          # the full-size runs (hours on 2 CPU cores)
+    python scripts/render_notebooks.py --full          # the full-size runs (about an hour on 2 quiet CPU cores)
     python scripts/render_notebooks.py --only 00 03    # some notebooks (by name prefix)
 
 Each notebook runs top to bottom in a fresh kernel, in ``notebooks/`` (as Jupyter runs it), with
