@@ -62,9 +62,9 @@ def write_index(out: Path, rows: list[tuple[str, str, float]], quick: bool) -> N
 
 
 def cell_timeout(requested: int | None, full: bool) -> int | None:
-    """Seconds one cell may run (None: no limit). The full setting's federated cells run one to two
-    hours on 2 CPU cores, so a fixed per-cell limit would kill them; quick cells finish in minutes,
-    and a hung quick cell should fail the build rather than hold it."""
+    """Seconds one cell may run (None: no limit). The full setting's federated cells run a quarter of
+    an hour on 2 quiet CPU cores and over an hour on busy ones, so a fixed per-cell limit would kill
+    them; quick cells finish in minutes, and a hung quick cell should fail the build, not hold it."""
     if requested is None:
         return None if full else 3600
     if requested < 0:
