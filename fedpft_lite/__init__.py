@@ -13,16 +13,32 @@ Where each piece of the algorithm lives:
 """
 __version__ = "0.1.0"
 
-from .arch import ARCHITECTURES, arch_of, supported_families
-from .data import encode, label_names, load_task, make_loader
-from .evaluation import evaluate, linear_probe
-from .models import FMClassifier, HubUnreachableError, load_foundation_model
-from .partition import partition, partition_summary, plot_partition
-from .utils import is_quick, pick_device, seed_everything
+# The names below load on first use (PEP 562), not when the package is imported: the command line
+# (``fedpft_lite.cli``) and ``FedConfig`` then answer in milliseconds, before torch, transformers
+# or datasets is imported. ``from fedpft_lite import load_task`` works as before.
+_LAZY = {
+    "ARCHITECTURES": "arch", "arch_of": "arch", "supported_families": "arch",
+    "encode": "data", "label_names": "data", "load_task": "data", "make_loader": "data",
+    "evaluate": "evaluation", "linear_probe": "evaluation",
+    "FMClassifier": "models", "HubUnreachableError": "models", "load_foundation_model": "models",
+    "is_quick": "utils", "pick_device": "utils", "seed_everything": "utils",
+}
+# partition.py needs only numpy, and its function shares the submodule's name: bound here, at
+# import, so ``fedpft_lite.partition`` is the function whatever is imported first (as before).
+from .partition import partition, partition_summary, plot_partition  # noqa: E402
 
-__all__ = [
-    "ARCHITECTURES", "arch_of", "encode", "label_names", "load_task", "make_loader", "evaluate",
-    "linear_probe", "FMClassifier", "HubUnreachableError", "load_foundation_model", "partition",
-    "partition_summary", "plot_partition", "is_quick", "pick_device", "seed_everything",
-    "supported_families",
-]
+__all__ = sorted([*_LAZY, "partition", "partition_summary", "plot_partition"])
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value      # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'fedpft_lite' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import torch
 
-AGGREGATIONS = ("weighted", "uniform")
+from .catalog import AGGREGATIONS  # noqa: F401 (defined there, with every other name)
 
 
 def fedavg(states: list[dict], num_examples: list[int] | None = None,

@@ -24,19 +24,25 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
 
 
-def cmd_info(args) -> int:
-    import torch
-    import transformers, datasets, peft  # noqa: E401
+def _version(package: str) -> str:
+    from importlib import metadata
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
+
+def cmd_info(args) -> int:
     from . import __version__
+
+    # The first line from package metadata, before torch loads (seconds on a slow machine).
+    print(f"fedpft_lite {__version__}: " + ", ".join(f"{p} {_version(p)}" for p in
+                                                    ("torch", "transformers", "datasets", "peft")), flush=True)
     from .arch import supported_families
-    from .data import HUB_TASKS, OFFLINE_TASKS
-    from .models import OFFLINE_MODELS
+    from .catalog import HUB_TASKS, OFFLINE_MODELS, OFFLINE_TASKS
     from .offline_models import describe
     from .utils import hub_reachable, is_quick, pick_device
 
-    print(f"fedpft_lite {__version__}: torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"datasets {datasets.__version__}, peft {peft.__version__}")
     print(f"device (auto): {pick_device('auto')}   quick setting: {is_quick()}   hub reachable: {hub_reachable()}")
     print(f"offline models: {', '.join(f'{k} ({v})' for k, v in OFFLINE_MODELS.items())}")
     print(f"offline model mpnet (all-mpnet-base-v2): {describe()}")
@@ -48,7 +54,19 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _check_sources(model: str | None, task: str) -> None:
+    """A task that is neither known nor a readable file, or a hub model / task with no way to
+    reach the hub: refused in milliseconds, before torch, transformers or datasets loads."""
+    from .catalog import task_source_error
+    from .utils import check_hub_needs
+
+    if problem := task_source_error(task):
+        raise ValueError(problem)
+    check_hub_needs(model or "minilm", task)
+
+
 def cmd_probe(args) -> int:
+    _check_sources(args.model, args.task)
     import time
 
     from .data import label_names, load_task
@@ -80,6 +98,7 @@ def cmd_probe(args) -> int:
 
 
 def cmd_partition(args) -> int:
+    _check_sources(None, args.task)
     from .data import label_names, load_task
     from .partition import partition, partition_summary, plot_partition
 
@@ -182,33 +201,71 @@ def _committed_comparison(name: str = "lite/table1") -> str:
     return "\n".join(lines + [f"  - {s}" for s in sentences])
 
 
+#: How ``run``'s errors name its options (``fedpft_lite.run_folder.check_output_dir``).
+RUN_OPTIONS = {"resume": "--resume", "overwrite": "--overwrite"}
+
+
+def demo_plan(configs: dict, overwrite: bool) -> dict:
+    """What the demo does with each method's folder: ``"new"`` (nothing there, or --overwrite),
+    ``"resume"`` (an interrupted demo with these settings: continue from its checkpoint) or
+    ``"reuse"`` (a finished one with these settings: show it again). A folder holding a run with
+    other settings is refused, naming the settings and the options that resolve it (before any
+    model loads)."""
+    from .run_folder import checkpoint_file, config_differences, finished
+
+    todo = {}
+    for m, cfg in configs.items():
+        out = Path(cfg.output_dir)
+        if overwrite or not (finished(out) or checkpoint_file(out).exists()):
+            todo[m] = "new"
+            continue
+        kind = "reuse" if finished(out) else "resume"
+        saved = json.loads((out / "results.json" if kind == "reuse" else checkpoint_file(out)).read_text())
+        diff = config_differences(saved["config"], cfg)
+        if diff:
+            raise FileExistsError(f"{out} holds a {DEMO_NAMES[m]} run with other settings (they differ in "
+                                  f"{diff}): pass --overwrite to replace it, or --out to use another folder")
+        todo[m] = kind
+    return todo
+
+
 def cmd_demo(args) -> int:
     import time
 
+    from .config import FedConfig
+    from .utils import is_quick
+
+    quick = args.quick or is_quick()
+    settings = dict(DEMO_SETTINGS, **(QUICK_DEMO if quick else {}))
+    out = Path(args.out)
+    base = FedConfig(**settings, seed=args.seed, device=args.device, overwrite=args.overwrite)
+    configs = {m: base.replace(method=m, output_dir=str(out / m)).validate().resolved() for m in DEMO_NAMES}
+    todo = demo_plan(configs, args.overwrite)   # every folder checked before any work
+    print(f"fedpft-lite demo: {base.model} on {base.task}, {base.num_clients} {base.partition.upper()} "
+          f"clients, {base.clients_per_round} per round, {base.rounds} rounds of {base.local_epochs} local "
+          f"epochs, {base.max_train} training / {base.max_test} test sentences, seed {base.seed}", flush=True)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .config import FedConfig
-    from .federated import check_output_dir, run_federated
-    from .history import plot_bytes, plot_histories
-    from .utils import is_quick
+    from .federated import run_federated
+    from .history import History, plot_bytes, plot_histories
 
-    settings = dict(DEMO_SETTINGS, **(QUICK_DEMO if args.quick or is_quick() else {}))
-    out = Path(args.out)
-    base = FedConfig(**settings, seed=args.seed, device=args.device, overwrite=args.overwrite)
-    configs = {m: base.replace(method=m, output_dir=str(out / m)) for m in DEMO_NAMES}
-    for cfg in configs.values():  # every config checked (and no run clobbered) before any work
-        check_output_dir(cfg.validate())
-    print(f"fedpft-lite demo: {base.model} on {base.task}, {base.num_clients} {base.partition.upper()} "
-          f"clients, {base.clients_per_round} per round, {base.rounds} rounds of {base.local_epochs} local "
-          f"epochs, {base.max_train} training / {base.max_test} test sentences, seed {base.seed}")
     t0 = time.time()
-    results = {DEMO_NAMES[m]: run_federated(cfg, progress=not args.no_progress) for m, cfg in configs.items()}
+    results = {}
+    for m, cfg in configs.items():
+        if todo[m] == "reuse":
+            print(f"{DEMO_NAMES[m]}: finished earlier with these settings, shown again from {cfg.output_dir}")
+            results[DEMO_NAMES[m]] = History.load(cfg.output_dir)
+            continue
+        if todo[m] == "resume":
+            print(f"{DEMO_NAMES[m]}: an interrupted run with these settings, continued from its checkpoint")
+        results[DEMO_NAMES[m]] = run_federated(cfg.replace(resume=todo[m] == "resume"),
+                                               progress=not args.no_progress)
     table = _results_table(results)
     acc = {m: h.final("fm_accuracy") for m, h in results.items()}
     order = " > ".join(f"{m} ({100 * a:.1f})" for m, a in sorted(acc.items(), key=lambda kv: -kv[1]))
-    if args.quick or is_quick():
+    if quick:
         order += " (quick setting: far too small to rank the methods)"
     note = _committed_comparison()
     out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +290,8 @@ def cmd_demo(args) -> int:
 
 def cmd_run(args) -> int:
     from .config import FedConfig
-    from .federated import run_federated
+    from .run_folder import check_output_dir
+    from .utils import check_hub_needs
 
     cfg = FedConfig.from_file(args.config) if args.config else FedConfig()
     cfg = cfg.with_overrides(args.set or [])
@@ -243,6 +301,10 @@ def cmd_run(args) -> int:
         cfg = cfg.replace(resume=True)
     if args.overwrite:
         cfg = cfg.replace(overwrite=True)
+    check_output_dir(cfg.validate().resolved(), RUN_OPTIONS)   # milliseconds: nothing heavy loaded yet
+    check_hub_needs(cfg.model, cfg.task)
+    from .federated import run_federated
+
     h = run_federated(cfg, progress=not args.no_progress)
     print(h.to_frame().drop(columns=["clients"], errors="ignore").to_string())
     print(f"final full-FM accuracy: {100 * h.final('fm_accuracy'):.2f} %")
@@ -253,8 +315,6 @@ def cmd_run(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from .experiments import get_experiment, list_experiments
-    from .reproduce import load_summary, reproduce
-    from .results import comparison_table, describe_comparisons, to_markdown
     from .utils import is_quick
 
     if args.list or not args.name:
@@ -265,17 +325,23 @@ def cmd_reproduce(args) -> int:
         if not args.list:
             print("\nname one: fedpft-lite reproduce lite/table1")
         return 0
-    exp = get_experiment(args.name)
+    exp = get_experiment(args.name)          # an unknown name fails here, before pandas or torch
+    from .reproduce import load_summary, plan, reproduce
+    from .results import comparison_table, describe_comparisons, extra_seed_note, to_markdown
+
     quick = args.quick or is_quick()
     if args.table_only:
         summary = load_summary(exp.name, args.root, quick)
     else:
+        plan(exp, args.seeds, quick, args.device, args.cells)   # every config checked first
         if exp.scale == "paper":
             print("assumptions of the paper-scale settings:\n  - " + "\n  - ".join(exp.notes))
         summary = reproduce(exp, args.root, seeds=args.seeds, quick=quick, device=args.device,
                             cells=args.cells, allow_cpu=args.allow_cpu, progress=not args.no_progress, verbose=True,
                             command="fedpft-lite " + " ".join(sys.argv[1:]))
     print(f"\n{exp.description} ({', '.join(exp.notes) if exp.scale == 'lite' else exp.needs})")
+    if note := extra_seed_note(exp, summary):
+        print(note)
     print(to_markdown(comparison_table(exp, summary)))
     for sentence in describe_comparisons(exp, summary):   # same-seed differences, in words
         print(f"  - {sentence}")
@@ -288,7 +354,9 @@ def _add_run_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="a tiny run (also when FEDPFT_LITE_QUICK is set)")
-    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over, replacing the runs in --out (by default an interrupted demo "
+                        "continues and a finished one is shown again)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 

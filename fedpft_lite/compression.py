@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from .arch import arch_of, ffn_linears, get_layers
+from .catalog import CRITERIA  # noqa: F401 (defined there, with every other name)
 from .models import FMClassifier, _set
-
-CRITERIA = ("saliency", "random")
 
 
 def neuron_saliency(w_in: nn.Linear, w_out: nn.Linear) -> torch.Tensor:

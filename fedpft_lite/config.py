@@ -10,10 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-METHODS = ("fedpft", "fedot", "fedpetuning", "fedot-kd", "fedbiot", "crash")
-#: The neighbours whose server uses public data: FedOT-KD and FedBiOT distil the emulator on it,
-#: CRaSh clusters the FM's layers on it.
-PUBLIC_DATA_METHODS = ("fedot-kd", "fedbiot", "crash")
+from .catalog import (AGGREGATIONS, CRITERIA, METHODS, OFFLINE_TASKS, PUBLIC_DATA_METHODS,  # noqa: F401
+                      SCHEMES, TASKS, task_source_error)
 
 
 def _as_field_type(name: str, value):
@@ -173,10 +171,6 @@ class FedConfig:
 
     # -- checks ----------------------------------------------------------------------------
     def validate(self) -> "FedConfig":
-        from .aggregation import AGGREGATIONS
-        from .compression import CRITERIA
-        from .partition import SCHEMES
-
         errors = []
 
         def need(cond, msg):
@@ -249,9 +243,9 @@ class FedConfig:
     def _task_option_errors(self) -> list[str]:
         """What is wrong with the fields that read your own data (columns, splits, public file),
         found before any file or model is opened."""
-        from .data import OFFLINE_TASKS, TASKS
-
         errors = []
+        if isinstance(self.task, str) and (problem := task_source_error(self.task)):
+            errors.append(problem)
         for name in ("text_column", "label_column"):
             if not (isinstance(getattr(self, name), str) and getattr(self, name)):
                 errors.append(f"{name} must name a column of your file, got {getattr(self, name)!r}")

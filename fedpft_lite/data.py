@@ -28,25 +28,8 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 
+from .catalog import DEFAULT_TASK, HUB_TASKS, OFFLINE_TASKS, TASKS  # noqa: F401 (defined there)
 from .utils import hub_offline, hub_reachable
-
-OFFLINE_TASKS = ("bbc-word-order", "bbc-news", "digits", "mnist-5k")
-DEFAULT_TASK = "bbc-word-order"
-
-#: The paper's tasks on the hub: dataset path, config, input columns, label column, test split.
-HUB_TASKS = {
-    "sst2": dict(path="nyu-mll/glue", name="sst2", text=("sentence", None), test="validation"),
-    "qnli": dict(path="nyu-mll/glue", name="qnli", text=("question", "sentence"), test="validation"),
-    "mnli": dict(path="nyu-mll/glue", name="mnli", text=("premise", "hypothesis"),
-                 test="validation_matched", extra_tests={"test_mismatched": "validation_mismatched"}),
-    "qqp": dict(path="nyu-mll/glue", name="qqp", text=("question1", "question2"), test="validation"),
-    "cifar10": dict(path="uoft-cs/cifar10", image="img", label="label", test="test"),
-    "cifar100": dict(path="uoft-cs/cifar100", image="img", label="fine_label", test="test"),
-    "flowers102": dict(path="dpdl-benchmark/oxford_flowers102", image="image", label="label",
-                       test="test"),
-}
-
-TASKS = OFFLINE_TASKS + tuple(HUB_TASKS)
 
 
 def label_names(ds: DatasetDict | Dataset) -> list[str]:
@@ -170,14 +153,22 @@ def load_mnist_5k(split_seed: int = 0) -> DatasetDict:
 def _load_hub_task(name: str, public_fraction: float, split_seed: int) -> DatasetDict:
     from datasets import load_dataset
 
-    from .models import HubUnreachableError, offline_hint
+    from .catalog import offline_hint
+    from .utils import HubUnreachableError
 
     spec = HUB_TASKS[name]
     if not hub_offline() and not hub_reachable():  # fail in milliseconds, not after a minute of retries
         raise HubUnreachableError(f"cannot load dataset {name!r} ({spec['path']}): the hub is "
                                   "unreachable (if it is in your local datasets cache, set "
                                   f"HF_HUB_OFFLINE=1). {offline_hint()}")
-    raw = load_dataset(spec["path"], spec.get("name"))
+    try:
+        raw = load_dataset(spec["path"], spec.get("name"))
+    except Exception as e:   # HF_HUB_OFFLINE=1 and not cached: datasets' own words name no way out
+        if not hub_offline():
+            raise
+        raise HubUnreachableError(f"cannot load dataset {name!r} ({spec['path']}): HF_HUB_OFFLINE is "
+                                  f"set and it is not in your local datasets cache ({type(e).__name__}: "
+                                  f"{e}). {offline_hint()}") from None
 
     def standard(ds: Dataset) -> Dataset:
         if "image" in spec:

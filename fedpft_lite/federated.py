@@ -48,12 +48,10 @@ from .lora import LoraSettings, add_lora, load_trainable_state, plug_back, state
 from .methods import get_method
 from .models import load_foundation_model
 from .partition import partition
+from .run_folder import CKPT, RESUME_FREE, check_output_dir  # noqa: F401 (also importable from here)
 from .training import local_train
 from .utils import derived_seed, pick_device, seed_everything  # derived_seed: also importable from here
 
-CKPT = "checkpoint"
-# Config fields that may differ between an interrupted run and its resumption.
-RESUME_FREE = {"resume", "overwrite", "output_dir", "device", "eval_batch_size", "cache_dir"}
 
 
 def round_lr(cfg: FedConfig, rnd: int) -> float:
@@ -169,34 +167,6 @@ def save_checkpoint(server: Server, rnd: int) -> Path:
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder
-
-
-def check_output_dir(cfg: FedConfig) -> dict | None:
-    """Refuse to clobber finished results or a checkpoint; return the checkpoint when resuming."""
-    if cfg.output_dir is None:
-        return None
-    out = Path(cfg.output_dir)
-    done, ckpt = out / "results.json", out / CKPT / "checkpoint.json"
-    if cfg.overwrite:
-        return None
-    if cfg.resume:
-        if done.exists():
-            raise FileExistsError(f"{out} holds a finished run (results.json); nothing to resume")
-        if not ckpt.exists():
-            raise FileNotFoundError(f"resume=True but {ckpt} does not exist")
-        saved = json.loads(ckpt.read_text())
-        a, b = saved["config"], cfg.to_dict()
-        diff = sorted(k for k in set(a) | set(b) if k not in RESUME_FREE and a.get(k) != b.get(k))
-        if diff:
-            raise ValueError(f"cannot resume: config differs from the checkpoint's in {diff}")
-        return saved
-    if done.exists():
-        raise FileExistsError(f"{out} already holds a finished run's results; pass overwrite=True "
-                              "(--overwrite) to replace them, or choose another output_dir")
-    if ckpt.exists():
-        raise FileExistsError(f"{out} holds a checkpoint of an unfinished run; pass resume=True "
-                              "(--resume) to continue it, or overwrite=True to start over")
-    return None
 
 
 # -- one client ----------------------------------------------------------------------------------

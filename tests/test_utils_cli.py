@@ -1,4 +1,5 @@
 """Seeding, device choice, the quick setting, and the command line."""
+import json
 import random
 import re
 
@@ -165,6 +166,88 @@ def test_demo_quick_writes_table_plot_and_the_committed_comparison(tmp_path, cap
     assert (out / "demo.png").stat().st_size > 10_000
     for m in ("fedpetuning", "fedot", "fedpft"):
         assert (out / m / "results.json").exists()
-    # a second run refuses to overwrite the results (nothing computed is lost) unless asked
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 2
-    assert "already holds a finished run" in capsys.readouterr().err
+    capsys.readouterr()
+    # run again with the same settings: shown again from the folder, nothing retrained
+    stamp = (out / "fedpft" / "results.json").stat().st_mtime_ns
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "fedpft" / "results.json").stat().st_mtime_ns == stamp
+    assert capsys.readouterr().out.count("finished earlier with these settings, shown again") == 3
+    # other settings in the same folder: refused before any work, naming options demo really has
+    assert main(["demo", "--quick", "--seed", "1", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "'seed'" in err and "--overwrite" in err and "--out" in err
+    assert "--resume" not in err and (out / "fedpft" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_an_interrupted_demo_continues_by_itself(tmp_path, capsys, monkeypatch):
+    """Interrupted after round 1 (each method leaves a checkpoint), the same command continues
+    every method from its checkpoint: no --resume needed (demo has no such option)."""
+    import fedpft_lite.federated as federated
+    real = federated.run_federated
+    out = tmp_path / "demo"
+    monkeypatch.setattr(federated, "run_federated", lambda cfg, **kw: real(cfg, stop_after=1, **kw))
+    main(["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert not (out / "fedpft" / "results.json").exists() and (out / "fedpft" / "checkpoint").is_dir()
+    monkeypatch.setattr(federated, "run_federated", real)
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("continued from its checkpoint") == 3
+    for m in ("fedpetuning", "fedot", "fedpft"):
+        assert json.loads((out / m / "results.json").read_text())["rounds"] == 2
+
+
+# -- a command line that answers at once: bad input is refused before any heavy library loads ----
+HEAVY = ("torch", "transformers", "datasets", "peft", "pandas")
+
+
+def _heavy_modules_after(argv, tmp_path, env=None):
+    """Run the CLI with ``argv`` in a fresh interpreter; return its exit code, its stderr and
+    which heavy libraries it imported. Module counts, not seconds: a slow or busy machine
+    cannot make this flaky (benchmarks/cli_startup.py measures the time)."""
+    import subprocess
+    import sys
+    code = ("import json, sys\nfrom fedpft_lite.cli import main\n"
+            "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+            f"print(json.dumps([rc, [m for m in {HEAVY!r} if m in sys.modules]]))")
+    import os
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, **(env or {})}, timeout=300)
+    rc, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    return rc, done.stderr, heavy
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "--set", "foo=1"], "unknown config keys ['foo']"),
+    (["run", "--set", "fraction=1.5", "num_clients=4"], "fraction must be in (0, 1], got 1.5"),
+    (["run", "--set", "keep_ratio=0"], "keep_ratio must be in (0, 1]"),
+    (["run", "--set", "task=nope.csv"], "unknown task 'nope.csv'"),
+    (["run", "--set", "task=empty.csv"], "has a header line and no data rows"),
+    (["run", "--set", "task=sst2"], "'bbc-word-order'"),          # offline: names the offline tasks
+    (["run", "--set", "model=someone/some-model"], "'minilm'"),
+    (["run", "--resume", "--output-dir", "nowhere"], "--resume but nowhere/checkpoint"),
+    (["probe", "--task", "nope"], "unknown task 'nope'"),
+    (["partition", "--task", "empty.csv"], "no data rows"),
+    (["reproduce", "lite/tabel1"], "did you mean lite/table1"),
+])
+def test_bad_input_is_refused_before_torch_transformers_or_datasets_load(argv, says, tmp_path):
+    (tmp_path / "empty.csv").write_text("text,label\n")
+    rc, err, heavy = _heavy_modules_after(argv, tmp_path, {"HF_HUB_OFFLINE": "1"})
+    assert rc == 2 and says in err, err
+    assert heavy == [], f"{argv} imported {heavy} before refusing"
+
+
+def test_help_and_the_list_of_experiments_need_no_heavy_library(tmp_path):
+    for argv in (["--help"], ["run", "--help"], ["reproduce", "--list"]):
+        rc, err, heavy = _heavy_modules_after(argv, tmp_path)
+        assert rc == 0 and heavy == [], (argv, heavy, err)
+
+
+def test_an_offline_hub_task_names_the_offline_tasks_also_from_python(monkeypatch):
+    """HF_HUB_OFFLINE=1 and not cached: our message (naming the tasks that need no network), not
+    datasets' 'Couldn't reach ... (OfflineModeIsEnabled)'."""
+    from fedpft_lite.utils import HubUnreachableError
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnreachableError) as info:
+        load_task("sst2")
+    msg = str(info.value)
+    assert "HF_HUB_OFFLINE is set" in msg and "'bbc-word-order'" in msg and "'digits'" in msg
