@@ -12,6 +12,8 @@ or a switch setting, e.g. ``FedPFT_N`` or ``t=10``), each run for several seeds:
     lite/table1-mpnet, lite/topics, lite/vision, lite/neuron-steps: MPNet (the paper's shape),
                                     bbc-news topics, the tiny ViT + digits, a dose-response
     lite/neighbourhood(-vision)     FedOT | FedOT-KD | FedBiOT | CRaSh | FedPFT (issue 14)
+    lite/table1-gap, lite/gap-*     FedPETuning - FedPFT precisely (8 seeds), and against alignment
+                                    budget, keep ratio and rounds (issue 27)
 
 ``fedpft-lite reproduce --list`` prints them; ``fedpft-lite reproduce NAME`` runs one
 (:mod:`fedpft_lite.reproduce`), and :mod:`fedpft_lite.results` sets the numbers beside the
@@ -59,7 +61,7 @@ class Cell:
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    table: str                      # table1 | table2 | ablation | params | vision | neighbourhood
+    table: str                      # table1 | table2 | ablation | params | vision | neighbourhood | gap
     description: str
     base: dict                      # FedConfig fields shared by every cell
     cells: tuple[Cell, ...]
@@ -294,6 +296,38 @@ def _lite_experiments() -> list[Experiment]:
     ]
 
 
+#: Why FedPETuning - FedPFT is what it is (issue 27), pre-registered 2026-12-05 before any of their
+#: runs: FedPFT's validation accuracy against its alignment budget (layer-level steps 250 / 3000
+#: beside lite Table 1's 1000 and FedPFT_B's 0; neuron-level steps are lite/neuron-steps'), its keep
+#: ratio (0.5 / 0.75 beside 0.25) and the rounds (both methods for 20 rounds, evaluated every round,
+#: beside Table 1's 10). Read on the validation split (fm_val_accuracy), never on test; 2 seeds.
+GAP_CURVES = ("layer steps=250", "layer steps=3000", "keep=0.5", "keep=0.75")
+
+
+def _gap_cells() -> tuple[Cell, ...]:
+    fedpft = VARIANTS["FedPFT"]
+    return (Cell("FedPETuning", dict(VARIANTS["FedPETuning"]), "FedPETuning"),
+            Cell("FedPFT", dict(fedpft), "FedPFT"),
+            Cell("layer steps=250", {**fedpft, "align_before_steps": 250}, "FedPFT"),
+            Cell("layer steps=3000", {**fedpft, "align_before_steps": 3000}, "FedPFT"),
+            Cell("keep=0.5", {**fedpft, "keep_ratio": 0.5}, "FedPFT"),
+            Cell("keep=0.75", {**fedpft, "keep_ratio": 0.75}, "FedPFT"))
+
+
+def _gap_experiments() -> list[Experiment]:
+    return [
+        Experiment("lite/gap-budget", "gap", "FedPETuning - FedPFT against FedPFT's layer-level "
+                   "alignment steps and keep ratio (lite Table 1's settings otherwise; read on validation)",
+                   LITE_TEXT, _gap_cells(), seeds=(0, 1), reference="FedPETuning", scale="lite",
+                   notes=LITE_NOTES, comparisons=tuple(("FedPETuning", c) for c in ("FedPFT",) + GAP_CURVES)),
+        Experiment("lite/gap-rounds", "gap", "FedPETuning - FedPFT against rounds: both methods for "
+                   "20 rounds, evaluated every round (read on validation)",
+                   dict(LITE_TEXT, rounds=20, eval_every=1), _method_cells(("FedPETuning", "FedPFT")),
+                   seeds=(0, 1), reference="FedPETuning", scale="lite", notes=LITE_NOTES,
+                   comparisons=(("FedPETuning", "FedPFT"),)),
+    ]
+
+
 #: FedPFT beside its neighbours: FedOT (uniform drop), FedOT-KD (drop + distillation before FL),
 #: FedBiOT (+ re-distilled every round), CRaSh (CKA clusters, tied layers). Every emulator holds
 #: the same layers' worth of weights (``emulator_layers`` matched to FedPFT's sub-FM); the
@@ -321,7 +355,7 @@ def _neighbourhood_experiments() -> list[Experiment]:
 
 
 REGISTRY: dict[str, Experiment] = {e.name: e for e in _paper_experiments() + _lite_experiments()
-                                   + _neighbourhood_experiments()}
+                                   + _neighbourhood_experiments() + _gap_experiments()}
 
 #: Shrinks any lite experiment to seconds (the quick setting of tests and notebooks).
 QUICK_CHANGES = dict(max_train=160, max_test=120, max_public=96, num_clients=4, fraction=0.5,
