@@ -19,5 +19,10 @@ os.environ.setdefault("JUPYTER_CONFIG_DIR", os.path.join(_cache, "jupyter"))
 # kept between test sessions so it is joined once per machine.
 os.environ.setdefault("FEDPFT_LITE_CACHE", os.path.join(_cache, "fedpft_lite"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# pytest-xdist runs tests in several worker processes (`-n`); each gets one torch thread, and so do
+# the notebook kernels they start: two processes with 2 OpenMP threads each on 2 cores slowed a run
+# 10-15x (threads waiting on each other), one thread each keeps every core busy.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")

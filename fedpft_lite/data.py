@@ -154,9 +154,12 @@ def _load_hub_task(name: str, public_fraction: float, split_seed: int) -> Datase
     from datasets import load_dataset
 
     from .catalog import offline_hint
-    from .utils import HubUnreachableError
+    from .utils import HubUnreachableError, in_hub_cache
 
     spec = HUB_TASKS[name]
+    if hub_offline() and not in_hub_cache("dataset", spec["path"]):   # nothing to load offline
+        raise HubUnreachableError(f"cannot load dataset {name!r} ({spec['path']}): HF_HUB_OFFLINE is "
+                                  f"set and it is not in your local datasets cache. {offline_hint()}")
     if not hub_offline() and not hub_reachable():  # fail in milliseconds, not after a minute of retries
         raise HubUnreachableError(f"cannot load dataset {name!r} ({spec['path']}): the hub is "
                                   "unreachable (if it is in your local datasets cache, set "

@@ -118,7 +118,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _in_hub_cache(kind: str, repo_id: str) -> bool:
+def in_hub_cache(kind: str, repo_id: str) -> bool:
     """Does the local Hugging Face cache hold anything of this model or dataset repository?"""
     home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
     hub = os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
@@ -137,9 +137,9 @@ def check_hub_needs(model: str, task: str) -> None:
     from .catalog import HUB_TASKS, OFFLINE_MODELS, offline_hint
 
     needs = []
-    if model not in OFFLINE_MODELS and not os.path.isdir(model) and not _in_hub_cache("model", model):
+    if model not in OFFLINE_MODELS and not os.path.isdir(model) and not in_hub_cache("model", model):
         needs.append(f"model {model!r}")
-    if task in HUB_TASKS and not _in_hub_cache("dataset", HUB_TASKS[task]["path"]):
+    if task in HUB_TASKS and not in_hub_cache("dataset", HUB_TASKS[task]["path"]):
         needs.append(f"task {task!r} ({HUB_TASKS[task]['path']})")
     if needs and not hub_reachable():
         why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub is unreachable"

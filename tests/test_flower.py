@@ -67,6 +67,7 @@ def one_thread(monkeypatch):
 
 
 # -- the point of it all ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_flower_simulation_reproduces_the_in_process_history(tiny_model, tmp_path, one_thread):
     cfg = fedpft_config(tiny_model)
     local = run_federated(cfg, progress=False)

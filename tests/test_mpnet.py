@@ -341,6 +341,7 @@ def mpnet():
     return model, tokenizer, folder
 
 
+@pytest.mark.slow
 def test_mpnet_loads_offline_with_the_bert_base_shape(mpnet):
     from safetensors.torch import load_file
     model, tokenizer, folder = mpnet
@@ -363,6 +364,7 @@ def test_mpnet_loads_offline_with_the_bert_base_shape(mpnet):
     assert len(tokenizer) > 30000
 
 
+@pytest.mark.slow
 def test_mpnet_embeddings_put_paraphrases_together(mpnet):
     """Mean-pooled features (the head's input) through the project's own collator and pooling."""
     model, tokenizer, _ = mpnet
@@ -385,6 +387,7 @@ def test_mpnet_embeddings_put_paraphrases_together(mpnet):
             assert cos[a, b] > cos[a, c] + 0.3, (a, b, c, cos)
 
 
+@pytest.mark.slow
 def test_mpnet_compression_lora_and_paper_sizes(mpnet):
     model, tokenizer, _ = mpnet
     batch = dict(tokenizer(["The striker scored twice.", "Rates rose."], padding=True,

@@ -29,6 +29,7 @@ def shipped(wheel_files) -> set[str]:
     return {n[len(prefix):] for n in wheel_files if n.startswith(prefix)}
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_every_committed_summary_meta_and_probe(wheel_files):
     expected = {p.relative_to(RESULTS).as_posix() for pattern in
                 ("probe_*.json", "reproduce/lite/*/summary.csv", "reproduce/lite/*/meta.json",
@@ -38,6 +39,7 @@ def test_the_wheel_holds_every_committed_summary_meta_and_probe(wheel_files):
     assert expected <= shipped(wheel_files), f"missing from the wheel: {sorted(expected - shipped(wheel_files))}"
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_no_run_folders_and_the_package_itself(wheel_files):
     assert not [f for f in shipped(wheel_files) if "/runs/" in f or f.startswith("reproduce/runs")]
     assert "fedpft_lite/results.py" in wheel_files and "fedpft_lite/paper_results.csv" in wheel_files

@@ -152,12 +152,22 @@ def test_cli_unknown_scheme_is_usage_error(capsys):
     assert "random" in capsys.readouterr().err
 
 
-def test_demo_quick_writes_table_plot_and_the_committed_comparison(tmp_path, capsys):
-    """The main job end to end in its quick setting: the three methods' table, the plot, and a
-    pointer to the multi-seed comparison (one seed has no interval). Accuracy is not under test:
-    the quick runs are far too small to rank methods, and the demo says so."""
-    out = tmp_path / "demo"
+def test_demo_quick_continues_by_itself_shows_its_table_and_keeps_other_results(tmp_path, capsys, monkeypatch):
+    """The main job end to end in its quick setting, interrupted after round 1 and started again:
+    every method continues from its checkpoint by itself (demo has no --resume), then the
+    three methods' table, the plot, and a pointer to the multi-seed comparison (one seed has no
+    interval). Run again it shows the finished runs without training; other settings in the same
+    folder are refused, naming options demo has. Accuracy is not under test: the quick runs are
+    far too small to rank methods, and the demo says so."""
+    import fedpft_lite.federated as federated
+    real, out = federated.run_federated, tmp_path / "demo"
+    monkeypatch.setattr(federated, "run_federated", lambda cfg, **kw: real(cfg, stop_after=1, **kw))
+    main(["demo", "--quick", "--out", str(out), "--no-progress"])         # "interrupted" after round 1
+    assert not (out / "fedpft" / "results.json").exists() and (out / "fedpft" / "checkpoint").is_dir()
+    monkeypatch.setattr(federated, "run_federated", real)
+    capsys.readouterr()
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("continued from its checkpoint") == 3
     md = (out / "results.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| Fed")]
     assert [r.split("|")[1].strip() for r in rows] == ["FedPETuning", "FedOT", "FedPFT"]
@@ -165,8 +175,7 @@ def test_demo_quick_writes_table_plot_and_the_committed_comparison(tmp_path, cap
     assert "One seed gives no interval" in md
     assert (out / "demo.png").stat().st_size > 10_000
     for m in ("fedpetuning", "fedot", "fedpft"):
-        assert (out / m / "results.json").exists()
-    capsys.readouterr()
+        assert json.loads((out / m / "results.json").read_text())["rounds"] == 2
     # run again with the same settings: shown again from the folder, nothing retrained
     stamp = (out / "fedpft" / "results.json").stat().st_mtime_ns
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
@@ -177,23 +186,6 @@ def test_demo_quick_writes_table_plot_and_the_committed_comparison(tmp_path, cap
     err = capsys.readouterr().err
     assert "other settings" in err and "'seed'" in err and "--overwrite" in err and "--out" in err
     assert "--resume" not in err and (out / "fedpft" / "results.json").stat().st_mtime_ns == stamp
-
-
-def test_an_interrupted_demo_continues_by_itself(tmp_path, capsys, monkeypatch):
-    """Interrupted after round 1 (each method leaves a checkpoint), the same command continues
-    every method from its checkpoint: no --resume needed (demo has no such option)."""
-    import fedpft_lite.federated as federated
-    real = federated.run_federated
-    out = tmp_path / "demo"
-    monkeypatch.setattr(federated, "run_federated", lambda cfg, **kw: real(cfg, stop_after=1, **kw))
-    main(["demo", "--quick", "--out", str(out), "--no-progress"])
-    assert not (out / "fedpft" / "results.json").exists() and (out / "fedpft" / "checkpoint").is_dir()
-    monkeypatch.setattr(federated, "run_federated", real)
-    capsys.readouterr()
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
-    assert capsys.readouterr().out.count("continued from its checkpoint") == 3
-    for m in ("fedpetuning", "fedot", "fedpft"):
-        assert json.loads((out / m / "results.json").read_text())["rounds"] == 2
 
 
 # -- a command line that answers at once: bad input is refused before any heavy library loads ----

@@ -126,6 +126,7 @@ def test_digits_linear_probe_matches_card(script, vit):
     assert card["test_accuracy"] > CARD["results"]["digits_linear_probe_random_init"]["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_fashion_mnist_accuracy_matches_card(script):
     if not Path(script.DATA_DIR).exists():
         if os.environ.get("CI"):   # .ci/run installs it: in CI a missing dataset is a failure

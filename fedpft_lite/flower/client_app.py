@@ -13,6 +13,7 @@ proxy's hash and the data settings), and holds no other state: it can restart be
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def inject_fault(k: int, rnd: int) -> None:
     partition k's ClientApp raise, or reply late, in round ``rnd``. Unset in real runs."""
     for fault in injected_faults("sleep"):
         if (fault["partition"], fault["round"]) == (k, rnd):
-            time.sleep(fault["seconds"])
+            deadline = time.monotonic() + fault["seconds"]
+            while time.monotonic() < deadline and not ("until" in fault and os.path.exists(fault["until"])):
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
     for fault in injected_faults("raise"):
         if (fault["partition"], fault["round"]) == (k, rnd):
             raise RuntimeError(f"injected fault: partition {k} raises in round {rnd}")

@@ -40,7 +40,7 @@ class LoopbackDeployment:
     """
 
     def __init__(self, num_nodes: int, node_env: dict[int, dict] | None = None,
-                 startup_timeout_s: float = 60.0):
+                 startup_timeout_s: float = 180.0):
         self.num_nodes, self.node_env = num_nodes, node_env or {}
         self.startup_timeout_s = startup_timeout_s
         self.home = Path(tempfile.mkdtemp(prefix="fedpft_lite_flwr_home_"))

@@ -43,8 +43,10 @@ FLOWER_DEFAULTS = {
 #: The testing hook (for fault-injection tests; never set it in a real run): an environment
 #: variable the ClientApp and the ServerApp read, entries separated by ";":
 #: ``raise partition=K round=R`` (that ClientApp raises), ``sleep partition=K round=R seconds=S``
-#: (it replies S seconds late), ``kill-server round=R`` (the ServerApp SIGKILLs itself when
-#: round R starts, after round R-1's checkpoint).
+#: (it replies S seconds late; with ``until=PATH`` it replies as soon as PATH exists, at most S
+#: seconds late: a condition, not a duration, so "late" stays late on a busy machine),
+#: ``kill-server round=R`` (the ServerApp SIGKILLs itself when round R starts, after round R-1's
+#: checkpoint).
 TEST_FAULT_ENV = "FEDPFT_LITE_TEST_FAULT"
 
 #: Node config keys a SuperNode may set for itself (besides partition-id / num-partitions).
@@ -159,6 +161,6 @@ def injected_faults(kind: str) -> list[dict]:
         if name not in ("raise", "sleep", "kill-server"):
             raise ValueError(f"{TEST_FAULT_ENV}: unknown fault {name!r} in {entry!r}")
         if name == kind:
-            out.append({k: float(v) if k == "seconds" else int(v)
+            out.append({k: float(v) if k == "seconds" else v if k == "until" else int(v)
                         for k, v in (p.split("=", 1) for p in pairs)})
     return out

@@ -100,7 +100,7 @@ def federation_config(num_supernodes: int, client_cpus: float, client_gpus: floa
 
 
 def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float | None = None,
-                   total_cpus: int | None = None, quiet: bool = True, echo: bool = False, startup_timeout_s: float = 60.0,
+                   total_cpus: int | None = None, quiet: bool = True, echo: bool = False, startup_timeout_s: float = 180.0,
                    timeout_s: float | None = None, **flower_settings) -> History:
     """Run ``cfg`` through ``flwr run`` on a local simulation SuperLink (see the module
     docstring); returns its :class:`History` (read back from ``cfg.output_dir``, which defaults
@@ -114,7 +114,12 @@ def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float
         quiet: keep the run's log (Flower, Ray) out of the output; it is shown if the run fails.
         echo: print the commands as they run.
         timeout_s: stop ``flwr run`` (and the SuperLink) after this many seconds (default: none).
+        startup_timeout_s: how long the SuperLink may take to answer (generous: a busy machine).
         flower_settings: Flower-only keys with underscores (``proxy_dir=...``).
+
+    A run that stops before finishing round 1 (no new checkpoint: typically Ray failing to start
+    on a busy machine) is started once more, with its first log printed to stderr; any other
+    failure raises ``RuntimeError`` with the run's and the SuperLink's logs.
     """
     from ..utils import pick_device
     from .settings import fedconfig_from_run_config
@@ -130,6 +135,43 @@ def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float
     out = Path(cfg.output_dir)
     flower_settings.setdefault("proxy_dir", str(out / "proxy"))
 
+    before = _progress(out)
+    for attempt in (1, 2):
+        failure = _run_once(cfg, out, client_cpus, client_gpus, total_cpus, quiet, echo,
+                            startup_timeout_s, timeout_s, flower_settings)
+        if failure is None:
+            return History.load(out)
+        # Ray's start is the fragile part on a busy machine (its node may time out registering with
+        # its GCS, and Flower's simulation runtime then exits): a run that got nothing done, not
+        # even round 1's checkpoint, is started once more. A run that got somewhere (a checkpoint
+        # newer than before) failed for a reason of its own and is reported as it is.
+        if attempt == 1 and _progress(out) == before:
+            print(f"fedpft_lite.flower: the simulation stopped before finishing round 1 ({failure.splitlines()[0]}); "
+                  "Ray or Flower may have failed to start on a busy machine, so it is started once more. "
+                  f"The first attempt's log:\n{failure}", file=sys.stderr, flush=True)
+            continue
+        raise RuntimeError(failure)
+    raise AssertionError("unreachable")
+
+
+def _progress(out: Path) -> tuple[bool, int]:
+    """How far the run in ``out`` has got: finished?, last checkpointed round (0: none)."""
+    import json
+
+    from ..run_folder import checkpoint_file, finished
+
+    ckpt = checkpoint_file(out)
+    try:
+        rnd = json.loads(ckpt.read_text())["round"] if ckpt.exists() else 0
+    except (OSError, ValueError, KeyError):   # being replaced right now: count it as progress
+        rnd = -1
+    return finished(out), rnd
+
+
+def _run_once(cfg: FedConfig, out: Path, client_cpus, client_gpus, total_cpus, quiet, echo,
+              startup_timeout_s, timeout_s, flower_settings) -> str | None:
+    """One SuperLink and one ``flwr run``; None when the run wrote its history, else what failed
+    (with the logs' tails)."""
     home = Path(tempfile.mkdtemp(prefix="fedpft_lite_flwr_home_"))   # FLWR_HOME: removed below
     port = _free_port()
     env = flower_env(home)
@@ -164,12 +206,11 @@ def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float
         finally:
             _stop(superlink)
         if done.returncode != 0 or not (out / "history.json").exists():
-            raise RuntimeError(f"`flwr run` exited with {done.returncode} and wrote no history to "
-                               f"{out}. Its output:\n{_tail(run_log)}\nSuperLink log:\n"
-                               f"{_tail(superlink_log)}")
+            return (f"`flwr run` exited with {done.returncode} and wrote no history to {out}. Its "
+                    f"output:\n{_tail(run_log)}\nSuperLink log:\n{_tail(superlink_log)}")
+        return None
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    return History.load(out)
 
 
 def _wait_ready(process: subprocess.Popen, port: int, timeout_s: float, log: Path) -> None:
