@@ -163,7 +163,8 @@ def client_costs(res: dict, run_dir: Path) -> dict:
     older run they are derived exactly from what it did record: its ``proxy_bytes`` over 4 bytes
     per float32 value, and one client's state from the history (the smallest per-client upload
     of any round: every client sends the same state, FedPFT's alignment rounds only add activation
-    statistics to it). A value the run has no record for stays empty (None)."""
+    statistics to it). A value the run has no record for stays empty (None), and so does the
+    setup time of a run that loaded its alignment from the cache instead of computing it."""
     log = res.get("log") or {}
     params = log.get("proxy_parameters")
     if params is None and log.get("proxy_bytes") is not None:
@@ -172,9 +173,13 @@ def client_costs(res: dict, run_dir: Path) -> dict:
     if sent is None:
         sent = _state_values_from_history(run_dir / "history.json")
     rounds = res.get("rounds")
+    # A run that loaded its layer-level alignment from the cache (aligned/) did not compute it: its
+    # setup time is not the method's cost, so it is left empty rather than averaged in.
+    before = log.get("before_rounds")
+    cached = isinstance(before, dict) and before.get("cached")
     return {"client_params": params, "sent_params": sent,
             "seconds_per_round": res["seconds"] / rounds if rounds else None,
-            "setup_seconds": log.get("setup_seconds")}
+            "setup_seconds": None if cached else log.get("setup_seconds")}
 
 
 def _state_values_from_history(path: Path) -> int | None:

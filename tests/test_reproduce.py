@@ -349,3 +349,16 @@ def test_an_old_summary_is_read_and_a_reused_invocation_fills_in_the_costs(tiny_
     # derived from proxy_bytes and the history: the same numbers the runs logged themselves
     pd.testing.assert_frame_equal(rebuilt[COST_COLUMNS[:2]], first[COST_COLUMNS[:2]])
     pd.testing.assert_frame_equal(rebuilt, load_summary("test/tiny", tmp_path))
+
+
+def test_a_run_that_loaded_its_alignment_from_the_cache_has_no_setup_time(tmp_path):
+    """The server's seconds before round 1 are the method's cost only where it computed them: a
+    run that loaded the layer-level alignment from aligned/ reports none (not a 2-s 'cost' that
+    would pull the mean of the runs that computed it down)."""
+    from fedpft_lite.reproduce import client_costs
+    log = {"proxy_parameters": 10, "trainable_parameters": 2, "setup_seconds": 1.7}
+    res = {"seconds": 100.0, "rounds": 10, "log": log}
+    computed = client_costs({**res, "log": {**log, "before_rounds": {"cached": None}}}, tmp_path)
+    cached = client_costs({**res, "log": {**log, "before_rounds": {"cached": "aligned/x"}}}, tmp_path)
+    assert computed["setup_seconds"] == 1.7 and cached["setup_seconds"] is None
+    assert cached["seconds_per_round"] == computed["seconds_per_round"] == 10.0
