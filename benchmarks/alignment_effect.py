@@ -85,12 +85,13 @@ def main() -> None:
                   f"proxy {100 * h.final('proxy_accuracy'):.2f} %  aligned rounds "
                   f"{[r['round'] for r in h if r['aligned']]}", flush=True)
     result["accuracy"] = acc
-    print("\nmethod                    FM accuracy % (mean +- sd over seeds)")
+    from fedpft_lite.stats import describe_difference, mean_interval, paired_difference
+    print("\nmethod                    FM accuracy %: mean ± 95 % CI half-width over seeds, per seed")
     for name, a in acc.items():
-        sd = statistics.stdev(a) if len(a) > 1 else 0.0
-        print(f"{name:24s}  {100 * statistics.mean(a):.2f} +- {100 * sd:.2f}   {[round(100 * x, 2) for x in a]}")
-    diffs = [b - a for a, b in zip(*acc.values())]
-    print(f"same-seed gain of alignment: {[round(100 * d, 2) for d in diffs]} points")
+        print(f"{name:24s}  {mean_interval([100 * x for x in a])}   {[round(100 * x, 2) for x in a]}")
+    (none, none_acc), (both, both_acc) = acc.items()
+    diff = paired_difference(dict(enumerate(100 * x for x in both_acc)), dict(enumerate(100 * x for x in none_acc)))
+    print(describe_difference(diff, both, none))
     result["seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

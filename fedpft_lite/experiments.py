@@ -220,8 +220,12 @@ ABLATION_PAIRS = (("FedPFT_D", "FedPFT_N"), ("FedPFT_B", "FedPFT_N"), ("FedPFT",
 
 
 def _alpha_pairs(alphas) -> tuple[tuple[str, str], ...]:
-    return tuple(pair for a in alphas for pair in ((f"FedPFT alpha={a:g}", f"FedOT alpha={a:g}"),
-                                                   (f"FedPETuning alpha={a:g}", f"FedPFT alpha={a:g}")))
+    """Per alpha FedPFT - FedOT and FedPETuning - FedPFT; then, per method, the mildest skew minus
+    the harshest (the paper's non-IID trend)."""
+    within = tuple(pair for a in alphas for pair in ((f"FedPFT alpha={a:g}", f"FedOT alpha={a:g}"),
+                                                     (f"FedPETuning alpha={a:g}", f"FedPFT alpha={a:g}")))
+    lo, hi = min(alphas), max(alphas)
+    return within + tuple((f"{m} alpha={hi:g}", f"{m} alpha={lo:g}") for m in TABLE1_METHODS)
 
 
 def _step_cells(steps) -> tuple[Cell, ...]:

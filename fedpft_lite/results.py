@@ -236,3 +236,58 @@ def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
 def ordering(df: pd.DataFrame, column: str = "ours %") -> list[str]:
     """Cells from best to worst by a column (for 'is the paper's ordering reproduced?')."""
     return list(df[column].sort_values(ascending=False).index)
+
+
+# -- the README's results blocks (scripts/readme_results.py writes them, a test compares) ----------
+#: How a results block names the metric it reports (README blocks: ``<!-- results NAME [METRIC] -->``).
+METRIC_NAMES = {"fm_accuracy": "test", "fm_val_accuracy": "validation"}
+
+
+def results_markdown(experiment: str | Experiment, summary: pd.DataFrame | None = None,
+                     metric: str = "fm_accuracy") -> str:
+    """The Markdown block the README shows for one committed experiment, computed from its
+    summary (default: the committed one): per cell the mean with its 95 % interval, the seed
+    count and every seed's value; the paper's values; for an experiment with ``costs`` the MiB
+    down per round and the parameters a client holds; then each comparison in words and, when the
+    summary holds seeds the registry did not name, the note that reports them apart. The README
+    carries these blocks verbatim (``tests/test_readme_results.py``), so its numbers are the data's.
+    ``metric`` is the final full-FM accuracy on test (default) or ``fm_val_accuracy`` (validation,
+    where settings are chosen); the table's first header says which."""
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"metric must be one of {sorted(METRIC_NAMES)}, got {metric!r}")
+    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    everything = committed_summary(exp.name, seeds="all") if summary is None else summary
+    if everything is None:
+        raise FileNotFoundError(f"no committed summary for {exp.name} under {COMMITTED_ROOT}")
+    mine = _rows_of(exp, everything, "registered")
+    stats = seed_statistics(mine, metric)
+    order = [c.label for c in exp.cells if c.label in stats.index]
+    header = [f"{exp.name} ({METRIC_NAMES[metric]})", "ours % (95 % CI)", "seeds", "per seed"]
+    paper_labels = [label for label, *_ in exp.paper_columns]
+    if paper_labels:
+        parts = [label.removeprefix("paper ").split(" ", 1) for label in paper_labels]
+        models = {m for m, _ in parts}
+        header.append(f"paper {models.pop()}: " + " / ".join(t for _, t in parts) if len(models) == 1
+                      else "paper: " + " / ".join(" ".join(p) for p in parts))
+    costs = cost_table(mine) if exp.costs else None
+    if costs is not None:
+        header += ["MiB down / round", "client params (M)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    paper = paper_results()
+    for label in order:
+        cell = exp.cell(label)
+        values = mine[mine.cell == label].sort_values("seed")[metric] * 100
+        row = [label, f"{stats.loc[label, 'ours %']:.2f} ± {stats.loc[label, '95% CI ±']:.2f}",
+               str(int(stats.loc[label, "seeds"])), ", ".join(f"{v:.2f}" for v in values)]
+        if paper_labels:
+            vals = [paper_value(t, m, task, cell.paper_method, cell.paper_setting, paper) if cell.paper_method
+                    else None for _, t, m, task in exp.paper_columns]
+            row.append(" / ".join("–" if v is None else f"{v:g}" for v in vals))
+        if costs is not None:
+            row += [f"{costs.loc[label, 'MiB down / round']:.2f}", f"{costs.loc[label, 'client params (M)']:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += [""] + [f"- {s}" for s in describe_comparisons(exp, mine, metric)]
+    if note := extra_seed_note(exp, everything, metric):
+        first, *rest = note.splitlines()
+        lines += ["", first] + [line.replace("  - ", "- ", 1) for line in rest]
+    return "\n".join(lines).rstrip() + "\n"
