@@ -190,3 +190,40 @@ def test_the_core_package_never_imports_flower():
             "bad = [m for m in sys.modules if m == 'flwr' or m.startswith('flwr.')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_run_that_stops_before_round_1_is_started_again_and_one_that_got_further_is_not(tmp_path, monkeypatch, capsys):
+    """Ray failing to start on a busy machine (its raylet must register within 30 s) ends a
+    simulation before round 1: run_simulation starts it again, up to START_ATTEMPTS in all. A run
+    that wrote a newer checkpoint failed for a reason of its own: it is reported at once."""
+    from fedpft_lite.flower import simulation
+    monkeypatch.setattr(simulation.time, "sleep", lambda s: None)
+    cfg = FedConfig(method="fedot", max_train=40, num_clients=2, rounds=2, output_dir=str(tmp_path / "run"))
+    attempts = []
+
+    def fails_twice(cfg, out, *args):
+        attempts.append(1)
+        if len(attempts) < 3:
+            return "`flwr run` exited with 0 and wrote no history (node timed out during startup)"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "history.json").write_text("[]")
+        return None
+
+    monkeypatch.setattr(simulation, "_run_once", fails_twice)
+    assert list(run_simulation(cfg)) == [] and len(attempts) == 3
+    assert capsys.readouterr().err.count("stopped before finishing round 1") == 2
+
+    attempts.clear()
+    cfg = cfg.replace(output_dir=str(tmp_path / "run2"))
+
+    def gets_to_round_1_then_dies(cfg, out, *args):
+        attempts.append(1)
+        ckpt = out / "checkpoint" / "checkpoint.json"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.write_text('{"round": 1}')
+        return "`flwr run` exited with 1 and wrote no history (the ServerApp died in round 2)"
+
+    monkeypatch.setattr(simulation, "_run_once", gets_to_round_1_then_dies)
+    with pytest.raises(RuntimeError, match="died in round 2"):
+        run_simulation(cfg)
+    assert len(attempts) == 1

@@ -34,6 +34,8 @@ from ..config import FedConfig
 from ..history import History
 
 CONNECTION = "fedpft-lite"   # the SuperLink connection's name in $FLWR_HOME/config.toml
+#: How often a run that stopped before round 1 (Ray failing to start on a busy machine) is started.
+START_ATTEMPTS = 3
 
 
 def _free_port() -> int:
@@ -118,8 +120,9 @@ def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float
         flower_settings: Flower-only keys with underscores (``proxy_dir=...``).
 
     A run that stops before finishing round 1 (no new checkpoint: typically Ray failing to start
-    on a busy machine) is started once more, with its first log printed to stderr; any other
-    failure raises ``RuntimeError`` with the run's and the SuperLink's logs.
+    on a busy machine) is started again, up to :data:`START_ATTEMPTS` times in all, each failed
+    attempt's log printed to stderr; any other failure raises ``RuntimeError`` with the run's and
+    the SuperLink's logs.
     """
     from ..utils import pick_device
     from .settings import fedconfig_from_run_config
@@ -136,19 +139,23 @@ def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float
     flower_settings.setdefault("proxy_dir", str(out / "proxy"))
 
     before = _progress(out)
-    for attempt in (1, 2):
+    for attempt in range(1, START_ATTEMPTS + 1):
         failure = _run_once(cfg, out, client_cpus, client_gpus, total_cpus, quiet, echo,
                             startup_timeout_s, timeout_s, flower_settings)
         if failure is None:
             return History.load(out)
-        # Ray's start is the fragile part on a busy machine (its node may time out registering with
-        # its GCS, and Flower's simulation runtime then exits): a run that got nothing done, not
-        # even round 1's checkpoint, is started once more. A run that got somewhere (a checkpoint
-        # newer than before) failed for a reason of its own and is reported as it is.
-        if attempt == 1 and _progress(out) == before:
-            print(f"fedpft_lite.flower: the simulation stopped before finishing round 1 ({failure.splitlines()[0]}); "
-                  "Ray or Flower may have failed to start on a busy machine, so it is started once more. "
-                  f"The first attempt's log:\n{failure}", file=sys.stderr, flush=True)
+        # Ray's start is the fragile part on a busy machine: its raylet must register with its GCS
+        # within 30 s (fixed inside Ray 2.55's node.py), else Flower's simulation runtime exits. A
+        # run that got nothing done, not even round 1's checkpoint, is started again (after a
+        # pause that grows). A run that got somewhere (a checkpoint newer than before) failed for
+        # a reason of its own and is reported as it is.
+        if attempt < START_ATTEMPTS and _progress(out) == before:
+            pause = 15 * attempt
+            print(f"fedpft_lite.flower: attempt {attempt} of {START_ATTEMPTS} stopped before finishing round 1 "
+                  f"({failure.splitlines()[0]}); Ray or Flower may have failed to start on a busy machine, "
+                  f"so it is started again in {pause} s. That attempt's log:\n{failure}",
+                  file=sys.stderr, flush=True)
+            time.sleep(pause)
             continue
         raise RuntimeError(failure)
     raise AssertionError("unreachable")
