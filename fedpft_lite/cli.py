@@ -198,7 +198,12 @@ def _committed_comparison(name: str = "lite/table1") -> str:
     seeds = summary["seed"].nunique()
     lines = [f"One seed gives no interval. The committed {name} ({seeds} seeds, same task and model, "
              "larger scale; same-seed differences, 95 % intervals):"]
-    return "\n".join(lines + [f"  - {s}" for s in sentences])
+    lines += [f"  - {s}" for s in sentences]
+    gap = committed_summary(f"{name}-gap")           # the same two cells with more seeds, if committed
+    if gap is not None:
+        lines += [f"  - with {gap['seed'].nunique()} seeds ({name}-gap): {s}"
+                  for s in describe_comparisons(f"{name}-gap", gap)]
+    return "\n".join(lines)
 
 
 #: How ``run``'s errors name its options (``fedpft_lite.run_folder.check_output_dir``).
@@ -229,6 +234,24 @@ def demo_plan(configs: dict, overwrite: bool) -> dict:
     return todo
 
 
+def demo_estimate(base, configs: list) -> str:
+    """The demo's expected time before it starts: two training steps of the FM with LoRA (an upper
+    bound on every method's proxy) timed on this machine, times each run's steps
+    (:func:`fedpft_lite.timing.expected_seconds`)."""
+    from .data import encode, load_task, make_loader
+    from .lora import LoraSettings, add_lora
+    from .models import load_foundation_model
+    from .timing import expected_seconds, say_minutes
+    from .utils import pick_device
+
+    fm, tokenizer = load_foundation_model(base.model, num_labels=2)
+    fm = add_lora(fm.to(pick_device(base.device)),
+                  LoraSettings(r=base.lora_r, alpha=base.lora_alpha, dropout=base.lora_dropout))
+    sample = load_task(base.task, max_train=base.batch_size, max_test=base.batch_size)["test"]
+    loader = make_loader(encode(sample, tokenizer, base.max_length), tokenizer, base.batch_size)
+    return say_minutes(sum(expected_seconds(cfg, fm, loader) for cfg in configs))
+
+
 def cmd_demo(args) -> int:
     import time
 
@@ -252,6 +275,11 @@ def cmd_demo(args) -> int:
     from .history import History, plot_bytes, plot_histories
 
     t0 = time.time()
+    to_run = [cfg for m, cfg in configs.items() if todo[m] != "reuse"]
+    if to_run:
+        print(f"expected: {demo_estimate(base, to_run)} on this machine (calibrated: the FM's training steps "
+              f"timed here, times the runs' steps; the proxies are smaller, so this is an upper bound)",
+              flush=True)
     results = {}
     for m, cfg in configs.items():
         if todo[m] == "reuse":

@@ -6,10 +6,10 @@ answer (the stored notebook holds a blank ``...``) and ends with ``ex.fill(n)``.
 from ``inputs`` (the notebook's model, tensors, ...) and raises, with a helpful message, when the
 answer is blank (:class:`ExerciseNotDone`) or differs (:class:`ExerciseWrong`).
 
-Where the notebook's own inputs cannot tell a right rule from a typical wrong one (floor and round agree
-on 3 x 0.67; choosing on validation and on test pick the same committed cell), the answer is a
-*function* and its :class:`Check` lists ``cases``: more inputs on which the function must agree with the
-reference too (a blank is a function that still returns ``...``).
+Where the notebook's own inputs cannot tell a right rule from a typical wrong one (rounding down and up
+agree on a square layer's break-even rank; choosing on validation and on test pick the same committed
+cell), the answer is a *function* and its :class:`Check` lists ``cases``: more inputs on which the
+function must agree with the reference too (a blank is a function that still returns ``...``).
 
 Solutions live outside the notebooks, one file per notebook, ``notebooks/solutions/<notebook>.py``,
 cut into ``# %% EXERCISE n`` sections. ``ex.fill(n)`` does nothing for a student; only when the
@@ -213,13 +213,19 @@ def sliced_ffn(fm, layer: int, keep) -> tuple[torch.Tensor, torch.Tensor, torch.
     return w_in.weight, w_in.bias, w_out.weight
 
 
-def lora_scaling(model) -> float:
-    """The factor peft applies to B·A in the model's LoRA layers (one value for all of them)."""
-    values = {s for m in model.modules() if isinstance(getattr(m, "scaling", None), dict)
-              for s in m.scaling.values()}
-    if len(values) != 1:
-        raise ValueError(f"expected one LoRA scaling in the model, found {sorted(values)}")
-    return values.pop()
+def lora_values(d_in: int, d_out: int, r: int) -> int:
+    """Values LoRA adds beside one ``d_out x d_in`` linear at rank ``r``, counted on a real peft LoRA layer."""
+    import peft
+    model = peft.get_peft_model(torch.nn.Sequential(torch.nn.Linear(d_in, d_out)),
+                                peft.LoraConfig(r=r, target_modules=["0"]))
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+
+
+def lora_break_even_rank(d_in: int, d_out: int) -> int:
+    """The smallest rank at which LoRA's A and B hold at least as many values as the frozen weight beside
+    them. peft's count grows by the same amount with every unit of rank (``lora_values(..., 1)``)."""
+    per_rank = lora_values(d_in, d_out, 1)
+    return -(-d_in * d_out // per_rank)          # ceil without floats
 
 
 # references of notebooks 01 and 02 (package imports inside, so this module stays light to import)
@@ -269,30 +275,59 @@ def select_least_active(apoz: torch.Tensor, p: float) -> torch.Tensor:
     return select_neurons_to_update(apoz, p)
 
 
-def round_bytes_down(state, clients: int) -> int:
-    """Bytes the server sends in a round without alignment: the global state to each client."""
-    from .lora import state_bytes
-    return clients * state_bytes(state)
-
-
 def client_label_counts(labels, parts) -> torch.Tensor:
     """(clients, classes) examples of each class per client, as ``partition_summary`` counts them."""
     from .partition import label_counts
     return torch.as_tensor(label_counts(labels, parts))
 
 
-def paper_round_lr(r: int) -> float:
-    """``round_lr`` of round r under the paper's protocol (lr 8e-4, linear decay over 10 rounds)."""
-    from .config import FedConfig
-    from .federated import round_lr
-    return round_lr(FedConfig(lr=8e-4, rounds=10), r)
+def never_sampled_expectation(num_clients: int, per_round: int, rounds: int) -> float:
+    """The expected number of clients ``federated.sample_clients`` never picks in ``rounds`` rounds: each round
+    draws ``per_round`` distinct clients uniformly, from a generator seeded by (seed, round) alone, so a client
+    misses a round with probability 1 - per_round / num_clients, independently of the other rounds.
+    (``tests/test_exercises.py`` checks this against ``sample_clients`` over many seeds.)"""
+    return num_clients * (1 - per_round / num_clients) ** rounds
 
 
-def same_seed_gap(summary, a: str = "FedPFT", b: str = "FedOT") -> tuple[float, float]:
-    """(mean, 95 % half-width) of the same-seed difference a - b of fm_accuracy, in points."""
-    from .results import paired
-    iv = paired(summary, a, b)
-    return iv.mean, iv.half
+def lora_head_state_bytes(layers: int, hidden: int, r: int, num_labels: int) -> int:
+    """Bytes of the LoRA + head state that ``add_lora`` gives a BERT-shaped model of ``layers`` layers of width
+    ``hidden`` (LoRA rank ``r``) with a ``num_labels``-class head: built with random weights and a tiny
+    vocabulary and FFN (neither is in the state), and measured with ``state_bytes``."""
+    import transformers
+
+    from .lora import LoraSettings, add_lora, state_bytes, trainable_state
+    from .models import FMClassifier
+    cfg = transformers.BertConfig(vocab_size=8, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=1,
+                                  intermediate_size=4, max_position_embeddings=8)
+    model = FMClassifier(transformers.AutoModel.from_config(cfg), num_labels=num_labels, pooling="mean")
+    return state_bytes(trainable_state(add_lora(model, LoraSettings(r=r))))
+
+
+def binomial_half_width(p: float, sentences: int) -> float:
+    """Half-width of the 95 % normal-approximation interval of an accuracy ``p`` on ``sentences`` test examples:
+    the number right is binomial, so the accuracy's standard error is sqrt(p (1 - p) / sentences)."""
+    from statistics import NormalDist
+    return NormalDist().inv_cdf(0.975) * math.sqrt(p * (1 - p) / sentences)
+
+
+def fedpft_mean_bytes_down(state_bytes: int, patch_bytes: int, clients: int, rounds: int, t: int) -> float:
+    """The mean over a FedPFT run's rounds of ``bytes_down`` as ``federated.finish_round`` books it: the state to
+    every sampled client each round, plus the FFN patch to each of them in the alignment rounds
+    (``methods.is_alignment_round``: t, 2t, ... before the last). Checked against the committed lite Table 1 in
+    ``tests/test_exercises.py``."""
+    return clients * state_bytes + clients * patch_bytes * len(alignment_rounds(rounds, t)) / rounds
+
+
+def seeds_for_half_width(sd: float, half_width: float) -> int:
+    """The smallest number of seeds n >= 2 whose Student-t 95 % interval of a mean (``stats.mean_interval``:
+    ``t_quantile(n) * sd / sqrt(n)``) is at most ``half_width`` wide on each side, for values with spread ``sd``."""
+    from .stats import t_quantile
+    if not half_width > 0:
+        raise ValueError(f"half_width must be > 0, got {half_width}")
+    n = 2
+    while t_quantile(n) * sd / math.sqrt(n) > half_width:
+        n += 1
+    return n
 
 
 def validation_disagrees_with_test() -> dict:
@@ -311,13 +346,6 @@ def validation_choice(summary) -> tuple[str, float]:
     return best, 100 * float(means.loc[best, "fm_accuracy"])
 
 
-def sampled_per_round(num_clients: int, fraction: float) -> int:
-    """Clients the server samples, and so the ClientApps it messages, in every round
-    (``FedConfig.clients_per_round``, the number ``federated.sample_clients`` draws)."""
-    from .config import FedConfig
-    return FedConfig(num_clients=num_clients, fraction=fraction).clients_per_round
-
-
 def flower_patch_rounds(rounds: int, t: int) -> list[int]:
     """The rounds whose Flower train messages carry an FFN patch (``proxy-patch``): every round after
     the first neuron-level alignment, because the ServerApp sends each sampled client all neurons
@@ -326,10 +354,31 @@ def flower_patch_rounds(rounds: int, t: int) -> list[int]:
     return [r for r in range(1, rounds + 1) if aligned and r > aligned[0]]
 
 
-def crash_shared_from(clusters: list[list[int]], n_layers: int) -> list[int]:
-    """For each FM position, the FM layer CRaSh's proxy runs there (``neighbourhood.shared_sources``)."""
-    from .neighbourhood import shared_sources
-    return shared_sources(clusters, n_layers)
+def flower_patch_neurons(updated: dict, r: int) -> dict[int, int]:
+    """Per compressed layer, the neurons in the FFN patch of round r's Flower train messages: the union of the
+    neurons updated by every alignment before round r (``alignment.aligned_neurons`` over those alignments, as
+    the ServerApp computes it from ``server.log``). ``updated``: {alignment round: {layer: [neuron indices]}}."""
+    from .alignment import aligned_neurons
+    log = {"neuron_level": [{"round": a, "updated": {str(i): list(idx) for i, idx in layers.items()}}
+                            for a, layers in sorted(updated.items()) if a < r]}
+    return {i: len(idx) for i, idx in aligned_neurons(log).items()}
+
+
+def crash_clusters_of(reps: list, layers: list[int], k: int) -> list[list[int]]:
+    """CRaSh's clusters of ``layers`` into ``k`` (``neighbourhood.cluster_layers``: greedy merges of the adjacent
+    pair whose facing layers have the highest linear CKA)."""
+    from .neighbourhood import cluster_layers
+    return cluster_layers(reps, list(layers), k)[0]
+
+
+def synthetic_representations(seed: int, n_layers: int = 8, examples: int = 24, dim: int = 6) -> list:
+    """Layer representations for the cluster exercise's extra cases: each layer is the previous one plus noise of
+    a random size, so some neighbours are much more alike than others."""
+    g = torch.Generator().manual_seed(seed)
+    reps = [torch.randn(examples, dim, generator=g)]
+    for _ in range(n_layers - 1):
+        reps.append(reps[-1] + 2 * float(torch.rand(1, generator=g)) * torch.randn(examples, dim, generator=g))
+    return reps
 
 
 def emulator_mib_per_round(proxy, clients: int) -> float:
@@ -348,9 +397,14 @@ CHECKS: dict[str, dict[int, Check]] = {
                  sliced_ffn,
                  "nn.Linear stores (out_features, in_features): the neurons are the rows of W_in and "
                  "the columns of W_out"),
-        3: Check("compute the LoRA scaling alpha / r of the package's default LoraSettings()",
-                 lora_scaling,
-                 "LoraSettings() has the fields r and alpha"),
+        3: Check("write break_even_rank(d_in, d_out): the smallest whole rank at which LoRA's A and B hold at "
+                 "least as many values as the d_out x d_in weight they sit beside",
+                 lora_break_even_rank,
+                 "count A's and B's values for rank r (their shapes are in section 3), set the count against W's, "
+                 "and take the smallest whole r that reaches it: a square layer hides mistakes that a "
+                 "384 x 1536 one shows (rounding down, or assuming d_in == d_out)",
+                 cases=tuple((f"d_in={a}, d_out={b}", lambda a=a, b=b: {"d_in": a, "d_out": b})
+                             for a, b in ((384, 1536), (768, 3072), (3, 5), (10, 10), (1, 1000)))),
         4: Check("average the three client states with weights proportional to their example counts n_k",
                  lambda client_states, n_k: fedavg(client_states, n_k),
                  "client k's weight is n_k / sum(n_k); average every key of the states"),
@@ -390,24 +444,57 @@ CHECKS: dict[str, dict[int, Check]] = {
                  "rounds t, 2t, 3t, ... but only those strictly before the last round"),
     },
     "03_federated_rounds": {
-        1: Check("compute the learning rate of round 10 under the paper's protocol",
-                 paper_round_lr,
-                 "round_lr decays linearly as lr * (1 - (r - 1) / R), so the last round keeps lr / R"),
+        1: Check("write expected_never_sampled(num_clients, per_round, rounds): the expected number of clients "
+                 "that are never sampled in a run",
+                 never_sampled_expectation,
+                 "start from one client: the chance that one round's draw misses it, then that every round misses "
+                 "it (each round draws anew); then count over all clients. Not a difference of counts, and not a "
+                 "probability: an expected number of clients",
+                 cases=tuple((f"num_clients={n}, per_round={m}, rounds={r}",
+                              lambda n=n, m=m, r=r: {"num_clients": n, "per_round": m, "rounds": r})
+                             for n, m, r in ((100, 10, 100), (6, 3, 2), (10, 1, 10), (4, 4, 3)))),
         2: Check("count, for every client of parts_1, its sentences of each topic (clients x classes)",
                  client_label_counts,
                  "parts_1[k] holds the indices of client k's examples; count topic_labels[parts_1[k]] "
                  "per class, with zeros for absent classes (np.bincount's minlength)"),
-        3: Check("count the bytes the server sends down in a FedPFT round without alignment",
-                 round_bytes_down,
-                 "each sampled client receives the whole global state; a tensor takes numel() * "
-                 "element_size() bytes"),
+        3: Check("write state_bytes_for(layers, hidden, r, num_labels): the bytes of the LoRA + head state of a "
+                 "BERT-shaped model",
+                 lora_head_state_bytes,
+                 "per layer, LoRA sits on four linears of shape hidden x hidden (query, key, value, attention "
+                 "output), each with an A and a B (their shapes: notebook 00, section 3); the head is one linear "
+                 "with a bias; every value is a 4-byte float",
+                 cases=tuple((f"layers={n}, hidden={h}, r={r}, num_labels={c}",
+                              lambda n=n, h=h, r=r, c=c: {"layers": n, "hidden": h, "r": r, "num_labels": c})
+                             for n, h, r, c in ((12, 768, 8, 2), (2, 64, 4, 3), (3, 32, 16, 10)))),
     },
-    "04_reproduction": {
-        1: Check("compute the same-seed difference FedPFT - FedOT (points): its mean and the half-width "
-                 "of its 95 % interval",
-                 same_seed_gap,
-                 "subtract within each seed first (pivot seeds x cells, fm_accuracy x 100), then "
-                 "fedpft_lite.stats.mean_interval or paired_difference on the differences"),
+    "04_three_methods": {
+        1: Check("write accuracy_half_width(p, n): the half-width of the 95 % interval of an accuracy p measured on "
+                 "n test sentences (test-set noise only)",
+                 binomial_half_width,
+                 "each test sentence is right or wrong, so the count of right answers is binomial: find the standard "
+                 "deviation of the *share* right (it shrinks with the square root of n), then widen it to 95 % with "
+                 "the normal distribution's 97.5 % quantile (1.96 to two decimals; the check wants it exact)",
+                 cases=tuple((f"p={p}, n={n}", lambda p=p, n=n: {"p": p, "sentences": n})
+                             for p, n in ((0.5, 150), (0.782, 2000), (0.9, 100), (0.99, 10000)))),
+        2: Check("write mean_bytes_down(state_bytes, patch_bytes, clients, rounds, t): FedPFT's mean bytes down "
+                 "per round, as the histories book it",
+                 fedpft_mean_bytes_down,
+                 "every round sends the state to each sampled client; the patch goes to each of them only in the "
+                 "alignment rounds, which are t, 2t, ... strictly before the last round (notebook 02, section 7); "
+                 "then average over all the run's rounds",
+                 cases=tuple((f"rounds={r}, t={t}", lambda r=r, t=t: {"state_bytes": 1000, "patch_bytes": 4000,
+                                                                      "clients": 3, "rounds": r, "t": t})
+                             for r, t in ((3, 1), (7, 3), (10, 5), (4, 4)))),
+    },
+    "05_reproduction": {
+        1: Check("write seeds_needed(sd, half_width): the fewest seeds (at least 2) whose 95 % interval of the mean "
+                 "is at most half_width wide on each side",
+                 seeds_for_half_width,
+                 "the half-width of a mean over n seeds shrinks with the square root of n, and its t quantile "
+                 "(n - 1 degrees of freedom) shrinks too as n grows: try n = 2, 3, ... until it fits. With the "
+                 "normal 1.96 instead of t the answer comes out too small",
+                 cases=tuple((f"sd={sd}, half_width={h}", lambda sd=sd, h=h: {"sd": sd, "half_width": h})
+                             for sd, h in ((1.0, 1.0), (3.0, 1.0), (0.5, 2.0), (2.0, 0.5)))),
         2: Check("write choose(summary): the setting with the best mean validation accuracy and its mean "
                  "test accuracy (%)",
                  validation_choice,
@@ -415,24 +502,8 @@ CHECKS: dict[str, dict[int, Check]] = {
                  "cell's fm_accuracy (x 100); never look at fm_accuracy to choose",
                  cases=(("a summary where validation and test choose differently", validation_disagrees_with_test),)),
     },
-    "06_neighbourhood": {
-        1: Check("list, for each of the FM's n_layers positions, the FM layer whose module CRaSh's proxy runs there",
-                 crash_shared_from,
-                 "a cluster keeps its middle layer, cluster[len(cluster) // 2] (for [1, 2, 3] that is 2, for "
-                 "[3, 4] it is 4), and all its positions run it; adapter positions, in no cluster, run themselves"),
-        2: Check("compute the MiB FedBiOT ships down in a re-alignment round beyond LoRA + head",
-                 emulator_mib_per_round,
-                 "sum numel() * element_size() over every parameter of the layers at emulator_positions(emulator) "
-                 "(not the adapters, not the embeddings), times the sampled clients, divided by 2**20"),
-    },
-    "05_flower": {
-        1: Check("write clients_per_round(num_clients, fraction): the clients (ClientApps on SuperNodes) the "
-                 "ServerApp sends a train message to in each round",
-                 sampled_per_round,
-                 "fraction x num_clients, rounded to the nearest integer (Python's round), and at least 1",
-                 cases=tuple((f"num_clients={n}, fraction={f}", lambda n=n, f=f: {"num_clients": n, "fraction": f})
-                             for n, f in ((3, 0.3), (20, 0.22), (100, 0.1), (5, 0.05)))),
-        2: Check("write patch_rounds(rounds, t): the rounds whose train messages carry an FFN patch "
+    "06_flower": {
+        1: Check("write patch_rounds(rounds, t): the rounds whose train messages carry an FFN patch "
                  "(proxy-patch) in a Flower run",
                  flower_patch_rounds,
                  "neuron-level alignment runs in rounds t, 2t, ... before the last; from the round after the "
@@ -440,5 +511,31 @@ CHECKS: dict[str, dict[int, Check]] = {
                  "state), not only the round right after an alignment",
                  cases=tuple((f"rounds={r}, t={t}", lambda r=r, t=t: {"rounds": r, "t": t})
                              for r, t in ((10, 3), (4, 4), (5, 1), (3, 2)))),
+        2: Check("write patch_neurons(updated, r): per compressed layer, the number of distinct neurons in the FFN "
+                 "patch of round r's train messages",
+                 flower_patch_neurons,
+                 "a node keeps nothing between rounds, so round r's message carries every neuron that any alignment "
+                 "*before* round r updated (an alignment runs after its round's FedAvg, too late for that round's "
+                 "messages); a neuron that two alignments updated travels once",
+                 cases=tuple((f"updated={u}, r={r}", lambda u=u, r=r: {"updated": u, "r": r}) for u, r in (
+                     ({2: {1: [0, 1, 2, 3]}, 4: {1: [2, 3, 4, 5]}}, 5),
+                     ({2: {1: [0, 1, 2, 3]}, 4: {1: [2, 3, 4, 5]}}, 4),
+                     ({2: {1: [0, 1]}, 4: {1: [2, 3]}}, 2),
+                     ({1: {1: [0, 5], 2: [7]}, 2: {1: [5, 6], 2: [7, 8]}, 3: {1: [9], 2: [0]}}, 4)))),
+    },
+    "07_neighbourhood": {
+        1: Check("write crash_clusters(reps, layers, k): CRaSh's k clusters of the consecutive layers, left to right",
+                 crash_clusters_of,
+                 "repeat until k clusters remain: for each pair of neighbouring clusters compute the CKA of the last "
+                 "layer of the left one and the first layer of the right one, and merge the pair with the *highest* "
+                 "CKA (the most alike), never two clusters that are not neighbours",
+                 cases=tuple((f"synthetic layers {lay}, k={k}", lambda sd=sd, lay=lay, k=k: {
+                     "reps": synthetic_representations(sd), "layers": lay, "k": k})
+                     for sd, lay, k in ((0, [1, 2, 3, 4, 5, 6], 3), (1, [1, 2, 3, 4, 5, 6], 2), (2, [1, 2, 3, 4], 1),
+                                        (3, [1, 2, 3, 4, 5, 6], 5), (4, [2, 3, 4, 5, 6], 2)))),
+        2: Check("compute the MiB FedBiOT ships down in a re-alignment round beyond LoRA + head",
+                 emulator_mib_per_round,
+                 "sum numel() * element_size() over every parameter of the layers at emulator_positions(emulator) "
+                 "(not the adapters, not the embeddings), times the sampled clients, divided by 2**20"),
     },
 }

@@ -92,6 +92,24 @@ def title_of(nb) -> str:
     return ""
 
 
+#: A class session's limits on a notebook (issue 25): prose words, and lines of the longest code cell.
+MAX_PROSE_WORDS = 2000
+MAX_CODE_LINES = 40
+
+
+def notebook_shape(path: Path | str) -> dict:
+    """What an instructor plans with, counted from the stored notebook: ``cells``, ``words`` of
+    prose (markdown cells, whitespace-separated) and ``longest`` code cell in lines. The README's
+    instructor table states these; ``tests/test_render.py`` recounts them."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    prose = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    return {"cells": len(nb.cells), "words": sum(len(s.split()) for s in prose),
+            "longest": max((len(s.splitlines()) for s in code), default=0)}
+
+
 def site_pages(notebooks: list[tuple[str, str]]) -> list[dict]:
     """Every page of the site in reading order (home, the notebooks, the instructor guide), each
     {href, title, kind}; ``notebooks`` is [(stem, title)]. Previous / next follow this order."""

@@ -278,3 +278,21 @@ def test_set_course_repo_rewrites_that_one_line_only(set_repo_module, tmp_path):
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
     assert set_repo_module.main(["--check", "--course", str(tmp_path / "course.toml"), "--notebooks", str(folder)]) == 0
     assert set_repo_module.main(["--check", "--course", str(ROOT / "course.toml"), "--notebooks", str(folder)]) == 1
+
+
+def test_the_instructor_table_states_each_notebooks_shape_and_the_limits_hold(render_module):
+    """The README's instructor table: one row per notebook, whose cells, prose words and longest code
+    cell are the stored notebook's (recounted here), each within a class session's limits."""
+    guide = render_module.readme_section(ROOT / "README.md")
+    rows = {}
+    for line in guide.splitlines():
+        m = re.match(r"\| (\d\d) [^|]+\| (\d+) \| ([\d,]+) \| (\d+) \|", line)
+        if m:
+            rows[m[1]] = tuple(int(x.replace(",", "")) for x in m.groups()[1:])
+    stored = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert sorted(rows) == [p.name[:2] for p in stored]
+    for path in stored:
+        shape = render_module.notebook_shape(path)
+        assert rows[path.name[:2]] == (shape["cells"], shape["words"], shape["longest"]), path.name
+        assert shape["words"] <= render_module.MAX_PROSE_WORDS, path.name
+        assert shape["longest"] <= render_module.MAX_CODE_LINES, path.name

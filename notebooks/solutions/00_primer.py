@@ -17,9 +17,10 @@ b_in_small = w_in.bias[keep_index]
 w_out_small = w_out.weight[:, keep_index]
 
 # %% EXERCISE 3
-from fedpft_lite.lora import LoraSettings
-
-scaling = LoraSettings().alpha / LoraSettings().r
+# A is r x d_in and B is d_out x r: r (d_in + d_out) values against W's d_in d_out. The smallest whole r with
+# r (d_in + d_out) >= d_in d_out is the ceiling of the ratio (integer arithmetic: no float rounding).
+def break_even_rank(d_in, d_out):
+    return -(-d_in * d_out // (d_in + d_out))
 
 # %% EXERCISE 4
 # Weighted FedAvg: client k counts n_k / sum(n_k), for every tensor of the state.
