@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -- federated runs --------------------------------------------------------------------------------
-# The main job, sized to finish within 5 minutes on 2 CPU cores: the three methods on the default
+# The main job, sized to finish in minutes on 2 CPU cores (7.4 on the slow machine, README): the three methods on the default
 # task (bbc-word-order), IID clients, one seed. Few clients per round with more data each: what
 # moves a FedAvg model is the number of sequential local steps per round, not the number of
 # clients. FedPFT is the paper's method with both alignments, scaled down (80 layer-level steps
