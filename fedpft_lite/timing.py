@@ -50,7 +50,7 @@ def calibrate(model, loader, batch_size: int, eval_batch_size: int, steps: int =
     t = time.perf_counter()
     with torch.no_grad():
         model.eval()(**{k: v for k, v in batch.items() if k != "labels"})
-    forward = (time.perf_counter() - t) * eval_batch_size / len(batch["input_ids"])
+    forward = (time.perf_counter() - t) * eval_batch_size / len(batch["labels"])   # text or images
     return {"step": step, "eval_batch": forward}
 
 
