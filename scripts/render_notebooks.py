@@ -247,6 +247,15 @@ def static_widgets(nb) -> None:
     nb.metadata.pop("widgets", None)
 
 
+def link_notebook_pages(html: str, stems: set[str]) -> str:
+    """A notebook's links to its neighbours (``href="03_federated_rounds.ipynb#2-..."``, as they
+    work in Jupyter and on GitHub) point at their pages on the site when those are rendered."""
+    def page(m):
+        return f'href="{m.group(1)}.html{m.group(2) or ""}"' if m.group(1) in stems else m.group(0)
+
+    return re.sub(r'href="(?:\./)?([^"/:#]+)\.ipynb(#[^"]*)?"', page, html)
+
+
 def render(path: Path, out: Path, timeout: int | None, context: dict) -> tuple[str, float]:
     """Execute one notebook and write ``out/<stem>.html``; return (title, seconds). ``context``: the
     page's place in the site (``page_context``)."""
@@ -262,6 +271,7 @@ def render(path: Path, out: Path, timeout: int | None, context: dict) -> tuple[s
     static_widgets(nb)                                      # in memory only, like the title
     nb.metadata["title"] = title or path.stem               # the page's <title>
     body, _ = exporter().from_notebook_node(nb, resources={"course": context})
+    body = link_notebook_pages(body, {p["stem"] for p in context["pages"] if p["kind"] == "notebook"})
     (out / f"{path.stem}.html").write_text(body, encoding="utf-8")
     return title, seconds
 

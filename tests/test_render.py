@@ -296,3 +296,13 @@ def test_the_instructor_table_states_each_notebooks_shape_and_the_limits_hold(re
         assert rows[path.name[:2]] == (shape["cells"], shape["words"], shape["longest"]), path.name
         assert shape["words"] <= render_module.MAX_PROSE_WORDS, path.name
         assert shape["longest"] <= render_module.MAX_CODE_LINES, path.name
+
+
+def test_links_between_notebooks_go_to_their_pages(render_module):
+    html = ('<a href="03_federated_rounds.ipynb#2-%C2%B7-Client-sampling">03</a> <a href="./00_primer.ipynb">00</a> '
+            '<a href="99_elsewhere.ipynb">99</a> <a href="https://x.org/03_federated_rounds.ipynb">abs</a>')
+    out = render_module.link_notebook_pages(html, {"00_primer", "03_federated_rounds"})
+    assert 'href="03_federated_rounds.html#2-%C2%B7-Client-sampling"' in out
+    assert 'href="00_primer.html"' in out
+    assert 'href="99_elsewhere.ipynb"' in out                       # not on the site: left as written
+    assert 'href="https://x.org/03_federated_rounds.ipynb"' in out   # absolute: left as written
