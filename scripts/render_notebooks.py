@@ -3,6 +3,13 @@
     python scripts/render_notebooks.py                 # quick setting, all notebooks -> site/
     python scripts/render_notebooks.py --full          # the full-size runs (about an hour on 2 quiet CPU cores)
     python scripts/render_notebooks.py --only 00 03    # some notebooks (by name prefix)
+    python scripts/render_notebooks.py --executed test-reports/fast.xml   # CI: nothing runs again
+
+With ``--executed REPORT`` the notebooks are rendered as they are, already executed (CI runs the
+README's test command with nbmake's ``--overwrite``, which stores each notebook's outputs in the
+throw-away clone), and each one's run time is read from the JUnit report of that run; nothing is
+executed a second time (this saved CI about 6 minutes on 2 cores). A notebook with a code cell
+that did not run is refused.
 
 Each notebook runs top to bottom in a fresh kernel, in ``notebooks/`` (as Jupyter runs it), with
 the exercise solutions filled in (``FEDPFT_LITE_SOLUTIONS=1``: the stored exercise cells stay
@@ -256,17 +263,38 @@ def link_notebook_pages(html: str, stems: set[str]) -> str:
     return re.sub(r'href="(?:\./)?([^"/:#]+)\.ipynb(#[^"]*)?"', page, html)
 
 
-def render(path: Path, out: Path, timeout: int | None, context: dict) -> tuple[str, float]:
+def junit_seconds(report: Path | str) -> dict[str, float]:
+    """{notebook file name: seconds} of the nbmake test cases in a JUnit XML report (nbmake names
+    each case after its notebook, e.g. ``00_primer.ipynb``)."""
+    import xml.etree.ElementTree as ET
+
+    report = Path(report)
+    if not report.is_file():
+        raise SystemExit(f"--executed {report}: no such file; give the JUnit report of the run that "
+                         "executed the notebooks (pytest --nbmake --overwrite --junitxml=...)")
+    return {case.get("name"): float(case.get("time", 0)) for case in ET.parse(report).iter("testcase")
+            if str(case.get("name", "")).endswith(".ipynb")}
+
+
+def unexecuted_cells(nb) -> int:
+    """How many code cells (with code in them) have not run: no execution count."""
+    return sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip() and c.get("execution_count") is None)
+
+
+def render(path: Path, out: Path, timeout: int | None, context: dict,
+           seconds: float | None = None) -> tuple[str, float]:
     """Execute one notebook and write ``out/<stem>.html``; return (title, seconds). ``context``: the
-    page's place in the site (``page_context``)."""
+    page's place in the site (``page_context``). With ``seconds`` (its run time, already executed
+    elsewhere) the notebook is rendered as it is, not run."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    start = time.time()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    seconds = time.time() - start
+    if seconds is None:
+        start = time.time()
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        seconds = time.time() - start
     title = title_of(nb)
     static_widgets(nb)                                      # in memory only, like the title
     nb.metadata["title"] = title or path.stem               # the page's <title>
@@ -345,6 +373,9 @@ def main(argv=None) -> int:
                     help="notebooks rendered at once, each in its own kernel with one torch thread "
                          "(default: the CPU count, at most 4, in the quick setting; 1 with --full, "
                          "so that each notebook's printed run time is its own)")
+    ap.add_argument("--executed", metavar="REPORT", default=None,
+                    help="render the notebooks as they are, already executed (pytest --nbmake "
+                         "--overwrite), with run times from this JUnit report; nothing runs again")
     ap.add_argument("--readme", default=str(ROOT / "README.md"),
                     help=f"where the instructor guide is read from (its section {GUIDE_HEADING!r})")
     args = ap.parse_args(argv)
@@ -360,6 +391,20 @@ def main(argv=None) -> int:
     if course["github"] is None:
         print(f"note: {args.course}: repository {course['repository']} is not on GitHub, so the "
               "pages get no Colab badge", flush=True)
+    executed = None
+    if args.executed:
+        if args.full:
+            ap.error("--executed renders notebooks that already ran; it takes no --full")
+        times = junit_seconds(args.executed)
+        executed = {}
+        for p in paths:
+            if p.name not in times:
+                ap.error(f"--executed {args.executed}: no test case for {p.name}; did that run include it?")
+            missing = unexecuted_cells(nbformat.read(p, as_version=4))
+            if missing:
+                ap.error(f"{p}: {missing} code cell(s) never ran; execute it first (pytest --nbmake "
+                         "--overwrite) or leave out --executed to run it here")
+            executed[p] = times[p.name]
     titles = [(p.stem, title_of(nbformat.read(p, as_version=4))) for p in paths]
     pages = site_pages(titles)
     guide = markdown_to_html(readme_section(Path(args.readme)), course, {stem for stem, _ in titles})
@@ -379,11 +424,12 @@ def main(argv=None) -> int:
     if jobs > 1:   # several kernels on few cores: one thread each (two with 2 threads slowed 10-15x)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     contexts = {p: page_context(course, pages, f"{p.stem}.html", colab=colab_url(course, p.stem)) for p in paths}
-    jobs = min(jobs, len(paths))
-    print(f"rendering {len(paths)} notebook(s), {jobs} at a time ...", flush=True)
+    jobs = 1 if executed else min(jobs, len(paths))
+    print(f"rendering {len(paths)} notebook(s), "
+          + ("as executed, nothing runs again" if executed else f"{jobs} at a time") + " ...", flush=True)
     rows = []
     if jobs == 1:
-        results = (render(p, out, timeout, contexts[p]) for p in paths)
+        results = (render(p, out, timeout, contexts[p], executed and executed[p]) for p in paths)
         pool = None
     else:
         pool = worker_pool(jobs)

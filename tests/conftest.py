@@ -1,4 +1,6 @@
 """Shared fixtures. (Environment settings live in the root conftest.py.)"""
+from pathlib import Path
+
 import pytest
 import torch
 import transformers
@@ -29,3 +31,19 @@ def task_identity(monkeypatch):
     from flwr.supercore.task_identity import TaskIdentity
     for name in ("_run_id", "_node_id", "_task_id"):
         monkeypatch.setattr(TaskIdentity, name, 1, raising=False)
+
+
+def committed_text(path: Path) -> str:
+    """A file as git would commit it (the staged version, ``git show :path``), else as it is on disk.
+    For the stored notebooks: CI executes them in place (nbmake --overwrite, to render the course
+    site from those outputs), so during its run the files hold outputs that are never committed."""
+    import subprocess
+    path = Path(path)
+    staged = subprocess.run(["git", "show", f":./{path.name}"], cwd=path.parent, capture_output=True, text=True)
+    return staged.stdout if staged.returncode == 0 else path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def committed():
+    """:func:`committed_text`, for tests that read the stored notebooks' committed form."""
+    return committed_text

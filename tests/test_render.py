@@ -5,7 +5,6 @@ repository in course.toml. The same site in a real browser: tests/test_site.py."
 import difflib
 import importlib.util
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -122,6 +121,40 @@ def test_notebooks_render_side_by_side_with_one_thread_each_and_a_failure_still_
         render_module.main(["--notebooks", str(src), "--out", str(tmp_path / "site2"), "--jobs", "2",
                             "--timeout", "120"])
     assert not (tmp_path / "site2" / "index.html").exists()
+
+
+def test_notebooks_executed_by_nbmake_are_rendered_as_they_are_with_the_reports_times(render_module, tmp_path, capsys):
+    """--executed: what CI does. nbmake --overwrite stores the outputs; the site shows those outputs
+    (the notebook is not run again: its file-writing cell does not run twice) and the run time from
+    the JUnit report; a notebook with a cell that never ran, or missing from the report, is refused."""
+    import subprocess
+    import sys
+    src, out = tmp_path / "nb", tmp_path / "site"
+    src.mkdir()
+    _notebook(src, "00_ran", "import pathlib\nn = len(list(pathlib.Path('.').glob('ran-*')))\n"
+              "pathlib.Path(f'ran-{n}').touch()\nprint('runs before this one:', n)")
+    report = tmp_path / "nb.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake", "--overwrite",
+                    f"--junitxml={report}", "-o", "addopts=", str(src)], cwd=tmp_path, check=True)
+    assert render_module.main(["--notebooks", str(src), "--out", str(out), "--executed", str(report)]) == 0
+    assert "runs before this one: 0" in (out / "00_ran.html").read_text()
+    assert sorted(p.name for p in src.glob("ran-*")) == ["ran-0"]          # executed once, by nbmake
+    seconds = render_module.junit_seconds(report)["00_ran.ipynb"]
+    assert f"<td>{seconds:.0f} s</td>" in (out / "index.html").read_text()
+    _notebook(src, "01_never_ran", "print('hello')")
+    with pytest.raises(SystemExit):
+        render_module.main(["--notebooks", str(src), "--out", str(tmp_path / "s2"), "--executed", str(report)])
+    assert "no test case for 01_never_ran.ipynb" in capsys.readouterr().err
+    listed = tmp_path / "listed.xml"        # in the report, but its cell has no output: refused too
+    listed.write_text(report.read_text().replace("00_ran.ipynb", "01_never_ran.ipynb"))
+    with pytest.raises(SystemExit):
+        render_module.main(["--notebooks", str(src), "--out", str(tmp_path / "s3"), "--only", "01",
+                            "--executed", str(listed)])
+    assert "1 code cell(s) never ran" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="missing.xml: no such file"):
+        render_module.main(["--notebooks", str(src), "--out", str(tmp_path / "s4"), "--only", "00",
+                            "--executed", str(tmp_path / "missing.xml")])
+    assert not any((tmp_path / d).exists() for d in ("s2", "s3", "s4"))   # refused before writing
 
 
 def test_the_full_setting_has_no_cell_time_limit_unless_asked(render_module):
@@ -260,11 +293,11 @@ def test_every_notebook_installs_from_the_repository_in_course_toml(set_repo_mod
                           "`python scripts/set_course_repo.py`:\n" + "\n".join(problems))
 
 
-def test_set_course_repo_rewrites_that_one_line_only(set_repo_module, tmp_path):
+def test_set_course_repo_rewrites_that_one_line_only(set_repo_module, tmp_path, committed):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     for path in sorted((ROOT / "notebooks").glob("*.ipynb"))[:2]:
-        shutil.copy(path, folder / path.name)
+        (folder / path.name).write_text(committed(path), encoding="utf-8")
     (tmp_path / "course.toml").write_text(COURSE)
     before = {p.name: p.read_text(encoding="utf-8") for p in folder.glob("*.ipynb")}
     assert set_repo_module.main(["--course", str(tmp_path / "course.toml"), "--notebooks", str(folder)]) == 0
