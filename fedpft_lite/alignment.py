@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .arch import arch_of, ffn_linears, get_layers
+from .arch import arch_of, ffn_row_blocks, ffn_width, get_layers, neuron_rows
 from .compression import compressed_layers
 from .data import make_loader
 from .distance import hidden_state_distance, layer_outputs, normalised_mse
@@ -107,7 +107,8 @@ def ffn_parameters(model, layers: list[int], with_norm: bool) -> list[torch.nn.P
     blocks = get_layers(model.backbone)
     params = []
     for i in layers:
-        for lin in ffn_linears(blocks[i], arch):
+        linears = [lin for _, _, lin, _ in ffn_row_blocks(blocks[i], arch)] + [blocks[i].get_submodule(arch.ffn_out)]
+        for lin in linears:                                    # W_in (W_gate), W_out and biases
             params += [p for p in (lin.weight, lin.bias) if p is not None]
         if with_norm and arch.ffn_norm:
             params += list(blocks[i].get_submodule(arch.ffn_norm).parameters())
@@ -266,7 +267,7 @@ def activation_statistics(model, loader, device, threshold: float = APOZ_THRESHO
     layers = compressed_layers(model)
     arch = arch_of(model.backbone)
     blocks = get_layers(model.backbone)
-    zeros = {i: torch.zeros(ffn_linears(blocks[i], arch)[0].out_features, dtype=torch.float64) for i in layers}
+    zeros = {i: torch.zeros(ffn_width(blocks[i], arch), dtype=torch.float64) for i in layers}
     abs_sum = {i: torch.zeros_like(zeros[i]) for i in layers}
     state = {"mask": None}
 
@@ -279,7 +280,9 @@ def activation_statistics(model, loader, device, threshold: float = APOZ_THRESHO
             abs_sum[i] += a.abs().sum(0).double().cpu()
         return pre_hook
 
-    handles = [ffn_linears(blocks[i], arch)[1].register_forward_pre_hook(hook_for(i)) for i in layers]
+    # W_out's input is the activation of every layout: act(W_in x), or act(W_gate x) * W_in x in a
+    # gated FFN (the gated product, whose zeros are the neuron's silent tokens there)
+    handles = [blocks[i].get_submodule(arch.ffn_out).register_forward_pre_hook(hook_for(i)) for i in layers]
     was_training = model.training
     model.eval()
     tokens = 0
@@ -333,15 +336,19 @@ def neuron_level_alignment(server, rnd: int, client_stats: list[dict], progress:
     for i in layers:
         sel = select_neurons_to_update(apoz[i], cfg.align_fraction)
         updated[i] = sel
-        w_in, w_out = ffn_linears(blocks[i], arch)
-        row = torch.zeros(w_in.out_features, device=w_in.weight.device)
+        w_out = blocks[i].get_submodule(arch.ffn_out)
+        row = torch.zeros(ffn_width(blocks[i], arch), device=w_out.weight.device)
         row[sel.to(row.device)] = 1.0
-        masks[w_in.weight] = row[:, None]                # W_in rows of the selected neurons
+        biases = []
+        for _, _, lin, offsets in ffn_row_blocks(blocks[i], arch):
+            rows = row.repeat(len(offsets)).to(lin.weight.device)
+            masks[lin.weight] = rows[:, None]            # W_in (and W_gate) rows of those neurons
+            params.append(lin.weight)
+            if lin.bias is not None:
+                masks[lin.bias] = rows                    # b_in (b_gate) entries
+                biases.append(lin.bias)
         masks[w_out.weight] = row[None, :]               # W_out columns of the selected neurons
-        params += [w_in.weight, w_out.weight]
-        if w_in.bias is not None:
-            masks[w_in.bias] = row                        # b_in entries
-            params.append(w_in.bias)
+        params += [w_out.weight] + biases
         params += list(dense_ffn_parameters(blocks[i], arch).values())   # b_out, LayerNorm: whole
     loader = public_loader(server, (0xA12, rnd))
     held_out = public_loader(server, (0xA11, 1), held_out=True)
@@ -378,19 +385,23 @@ def aligned_neurons(log: dict) -> dict[int, torch.Tensor]:
 def ffn_patch(model, neurons: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The current weights of the given FFN neurons: per layer i, ``{i}.index`` (int32),
     ``{i}.w_in`` (their W_in rows), ``{i}.b_in`` (their b_in entries) and ``{i}.w_out`` (their
-    W_out columns), plus the layer's :func:`dense_ffn_parameters` (``{i}.b_out``,
-    ``{i}.norm.weight`` / ``.bias``). What a server that aligned the sub-FM ships so that a client
-    holding the published sub-FM gets the aligned one; the neurons alignment did not select are
-    bit-identical on both sides, so they need not travel."""
+    W_out columns), in a gated FFN also ``{i}.w_gate`` / ``{i}.b_gate`` (their W_gate rows; a fused
+    gate-and-up W_in gives both of each neuron's rows in ``w_in``), plus the layer's
+    :func:`dense_ffn_parameters` (``{i}.b_out``, ``{i}.norm.weight`` / ``.bias``). What a server
+    that aligned the sub-FM ships so that a client holding the published sub-FM gets the aligned
+    one; the neurons alignment did not select are bit-identical on both sides, so they need not
+    travel."""
     arch, blocks = arch_of(model.backbone), get_layers(model.backbone)
     patch = {}
     for i, idx in neurons.items():
         idx = torch.as_tensor(idx, dtype=torch.long)
-        w_in, w_out = ffn_linears(blocks[i], arch)
+        w_out = blocks[i].get_submodule(arch.ffn_out)
         patch[f"{i}.index"] = idx.to(torch.int32)
-        patch[f"{i}.w_in"] = w_in.weight.detach()[idx.to(w_in.weight.device)].cpu().contiguous()
-        if w_in.bias is not None:
-            patch[f"{i}.b_in"] = w_in.bias.detach()[idx.to(w_in.bias.device)].cpu().contiguous()
+        for role, _, lin, offsets in ffn_row_blocks(blocks[i], arch):
+            rows = neuron_rows(offsets, idx).to(lin.weight.device)
+            patch[f"{i}.w_{role}"] = lin.weight.detach()[rows].cpu().contiguous()
+            if lin.bias is not None:
+                patch[f"{i}.b_{role}"] = lin.bias.detach()[rows].cpu().contiguous()
         patch[f"{i}.w_out"] = w_out.weight.detach()[:, idx.to(w_out.weight.device)].cpu().contiguous()
         for name, p in dense_ffn_parameters(blocks[i], arch).items():
             patch[f"{i}.{name}"] = p.detach().cpu().contiguous()
@@ -405,24 +416,30 @@ def apply_ffn_patch(model, patch: dict[str, torch.Tensor]) -> None:
     for i in layers:  # check everything before changing anything
         if i >= len(blocks) or f"{i}.index" not in patch:
             raise KeyError(f"FFN patch names layer {i}, which this model does not have (or no index)")
-        w_in, w_out = ffn_linears(blocks[i], arch)
+        w_out = blocks[i].get_submodule(arch.ffn_out)
         n = len(patch[f"{i}.index"])
-        want = {"w_in": (n, w_in.in_features), "w_out": (w_out.out_features, n), "b_in": (n,)}
+        want = {"w_out": (w_out.out_features, n)}
+        for role, _, lin, offsets in ffn_row_blocks(blocks[i], arch):
+            want.update({f"w_{role}": (n * len(offsets), lin.in_features), f"b_{role}": (n * len(offsets),)})
         want.update({name: tuple(p.shape) for name, p in dense_ffn_parameters(blocks[i], arch).items()})
         for part, shape in want.items():
             key = f"{i}.{part}"
             if key in patch and tuple(patch[key].shape) != shape:
                 raise ValueError(f"FFN patch {key}: shape {tuple(patch[key].shape)}, model needs {shape}")
         idx = patch[f"{i}.index"].long()
-        if len(idx) and (idx.min() < 0 or idx.max() >= w_in.out_features):
-            raise ValueError(f"FFN patch layer {i}: neuron index outside 0..{w_in.out_features - 1}")
+        width = ffn_width(blocks[i], arch)
+        if len(idx) and (idx.min() < 0 or idx.max() >= width):
+            raise ValueError(f"FFN patch layer {i}: neuron index outside 0..{width - 1}")
     for i in layers:
-        w_in, w_out = ffn_linears(blocks[i], arch)
-        idx = patch[f"{i}.index"].long().to(w_in.weight.device)
-        w_in.weight[idx] = patch[f"{i}.w_in"].to(w_in.weight)
-        if w_in.bias is not None and f"{i}.b_in" in patch:
-            w_in.bias[idx] = patch[f"{i}.b_in"].to(w_in.bias)
-        w_out.weight[:, idx] = patch[f"{i}.w_out"].to(w_out.weight)
+        w_out = blocks[i].get_submodule(arch.ffn_out)
+        idx = patch[f"{i}.index"].long()
+        for role, _, lin, offsets in ffn_row_blocks(blocks[i], arch):
+            rows = neuron_rows(offsets, idx).to(lin.weight.device)
+            if f"{i}.w_{role}" in patch:
+                lin.weight[rows] = patch[f"{i}.w_{role}"].to(lin.weight)
+            if lin.bias is not None and f"{i}.b_{role}" in patch:
+                lin.bias[rows] = patch[f"{i}.b_{role}"].to(lin.bias)
+        w_out.weight[:, idx.to(w_out.weight.device)] = patch[f"{i}.w_out"].to(w_out.weight)
         for name, p in dense_ffn_parameters(blocks[i], arch).items():
             if f"{i}.{name}" in patch:
                 p.copy_(patch[f"{i}.{name}"].to(p))

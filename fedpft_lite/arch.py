@@ -1,10 +1,14 @@
 """Architecture adapters: where each model family keeps its transformer layers, FFN and attention.
 
-FedPFT only needs to know four things about a transformer encoder, per family:
+FedPFT only needs to know four things about a transformer, per family:
 
 * the list of transformer layers (so layer *i* of the sub-FM can match layer *i* of the FM);
-* the two linears of each layer's FFN: ``ffn_in`` (up-projection, W_in, rows = neurons) and
-  ``ffn_out`` (down-projection, W_out, columns = neurons);
+* the linears of each layer's FFN: ``ffn_in`` (up-projection, W_in, rows = neurons) and
+  ``ffn_out`` (down-projection, W_out, columns = neurons), and in a *gated* FFN
+  ``W_out (act(W_gate x) * W_in x)`` (Llama, Qwen2, Mistral, Gemma: SwiGLU / GeGLU) also
+  ``ffn_gate`` (rows = neurons), or, where gate and up are one Linear of twice the width
+  (``fused_gate``: DINOv2's SwiGLU, ModernBERT's ``Wi``), neuron j's two rows j and width + j
+  of ``ffn_in``. :func:`ffn_row_blocks` lists them for every piece of code that cuts neurons;
 * the LayerNorm applied right after the FFN's residual add, where the family has one (BERT-style
   post-LN layers do; pre-LN ViT does not): layer-level alignment may train it;
 * the attention projections (query, key, value, output), which are LoRA's targets.
@@ -19,7 +23,7 @@ them, tried in this order:
    once on a dummy input and reads the answer off what the layer actually called (which Linear
    fed which, which norm produced the layer's output), then checks the result by exactness.
    It refuses, with the reason and a way out, what FedPFT cannot treat one layer at a time:
-   layers that share weights (ALBERT) and gated FFNs (three linears per neuron).
+   layers that share weights (ALBERT) and mixture-of-experts FFNs (Mixtral, Qwen2-MoE).
 """
 from __future__ import annotations
 
@@ -38,6 +42,12 @@ class Arch:
     ffn_norm: str | None   # in each layer: LayerNorm after the FFN residual (None for pre-LN)
     attention: tuple[str, ...]  # in each layer: query, key, value, output projections
     modality: str = "text"
+    ffn_gate: str | None = None  # gated FFN: the gate projection (hidden -> FFN width), else None
+    fused_gate: bool = False     # gated FFN whose ffn_in computes both halves (hidden -> 2 x width)
+
+    @property
+    def gated(self) -> bool:
+        return self.ffn_gate is not None or self.fused_gate
 
 
 ARCHITECTURES: dict[str, Arch] = {
@@ -62,7 +72,9 @@ ARCHITECTURES: dict[str, Arch] = {
 #: projections, a FedAvg round, exact plug-back of the sub-FM and of FedOT's emulator, save and
 #: reload). Other encoders may well work too: discovery checks itself and says when it cannot.
 DISCOVERED_FAMILIES = ("xlm-roberta", "camembert", "electra", "ernie", "deberta-v2",
-                       "data2vec-text", "deit", "beit", "dinov2", "data2vec-vision")
+                       "data2vec-text", "deit", "beit", "dinov2", "data2vec-vision",
+                       # decoders (last-token pooling); all but Phi with a gated FFN
+                       "llama", "qwen2", "qwen3", "mistral", "gemma", "phi")
 
 _CACHE_ATTR = "_fedpft_arch"  # discovered Arch, stored on the backbone (deep copies inherit it)
 
@@ -112,6 +124,34 @@ def ffn_linears(layer: nn.Module, arch: Arch) -> tuple[nn.Linear, nn.Linear]:
     return layer.get_submodule(arch.ffn_in), layer.get_submodule(arch.ffn_out)
 
 
+def ffn_width(layer: nn.Module, arch: Arch) -> int:
+    """The number of FFN neurons of a layer: W_out's input width (for every FFN layout)."""
+    return layer.get_submodule(arch.ffn_out).in_features
+
+
+def ffn_row_blocks(layer: nn.Module, arch: Arch) -> list[tuple[str, str, nn.Linear, tuple[int, ...]]]:
+    """The FFN's input-side Linears, whose *rows* belong to neurons: ``(role, path, linear,
+    offsets)``, neuron j owning row ``offset + j`` of the linear for each offset. ``role`` names
+    it in alignment patches: ``"in"`` (W_in, up) or ``"gate"`` (W_gate).
+
+    * plain FFN ``W_out act(W_in x)``:        ``[("in", ffn_in, W_in, (0,))]``
+    * gated ``W_out (act(W_gate x) * W_in x)``: ``[("gate", ffn_gate, W_gate, (0,)), ("in", ...)]``
+    * fused gate and up (one Linear, 2 x width rows): ``[("in", ffn_in, W, (0, width))]``
+
+    Neuron j's *column* is column j of W_out in every layout."""
+    if arch.fused_gate:
+        return [("in", arch.ffn_in, layer.get_submodule(arch.ffn_in), (0, ffn_width(layer, arch)))]
+    blocks = [("in", arch.ffn_in, layer.get_submodule(arch.ffn_in), (0,))]
+    if arch.ffn_gate:
+        blocks.insert(0, ("gate", arch.ffn_gate, layer.get_submodule(arch.ffn_gate), (0,)))
+    return blocks
+
+
+def neuron_rows(offsets: tuple[int, ...], neurons: torch.Tensor) -> torch.Tensor:
+    """Row indices of ``neurons`` in a Linear of :func:`ffn_row_blocks` with these offsets."""
+    return torch.cat([neurons + o for o in offsets]) if len(offsets) > 1 else neurons + offsets[0]
+
+
 def attention_module_names(backbone: nn.Module, prefix: str = "",
                            layer_indices=None) -> list[str]:
     """Full module names of the attention projections, LoRA's targets.
@@ -131,11 +171,13 @@ SHARED_WEIGHTS = ("its transformer layers share weights ({}), as ALBERT's do. Fe
                   "layer i of the proxy into layer i of the FM; with one set of weights behind "
                   "many layers there is no per-layer FFN to cut. Use an encoder with separate "
                   "layers (e.g. BERT, ELECTRA or DeBERTa-v2 of a similar size)")
-GATED_FFN = ("its FFN is gated ({}): each neuron has a gate row and an up row (two input "
-             "Linears, or two halves of one) and a column of the output Linear, while FedPFT's "
-             "saliency and slicing are defined for the two-linear FFN W_out act(W_in x). Use a "
-             "checkpoint of the family with a plain MLP (e.g. DINOv2 base/large rather than "
-             "giant, whose config sets use_swiglu_ffn), or extend Arch with the gate linear")
+MIXTURE_OF_EXPERTS = ("its FFN is a mixture of experts ({}): each token is routed to a few of "
+                      "several expert FFNs, so a layer has no one FFN whose neurons saliency could "
+                      "rank and alignment could distil, and a sub-FM would have to cut every expert "
+                      "alike. Use the family's dense checkpoints (e.g. qwen2 / qwen3 rather than "
+                      "qwen2_moe / qwen3_moe, mistral rather than mixtral)")
+#: Config fields that count experts in the mixture-of-experts families of transformers.
+EXPERT_FIELDS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 
 
 class _StopAfterFirstLayer(Exception):
@@ -186,10 +228,12 @@ def discover_arch(backbone: nn.Module) -> Arch:
                                                "(pixel_values) encoders are handled"))
     path = _layer_list(backbone, model_type)
     layers = backbone.get_submodule(path)
+    _check_dense_ffn(backbone, layers[0], model_type)
     trace = _trace_first_layer(backbone, layers[0], modality, model_type)
-    ffn_in, ffn_out = _ffn(trace, model_type)
+    ffn_in, ffn_out, gate, fused = _ffn(trace, model_type)
     arch = Arch(path, ffn_in.name, ffn_out.name, _post_ffn_norm(trace, ffn_out),
-                _attention(layers[0], trace, ffn_in, model_type), modality)
+                _attention(layers[0], trace, gate or ffn_in, model_type), modality,
+                ffn_gate=gate.name if gate else None, fused_gate=fused)
     _check_layers(layers, arch, model_type)
     _check_exact(layers[0], arch, trace, model_type)
     return arch
@@ -213,6 +257,18 @@ def _layer_list(backbone: nn.Module, model_type) -> str:
     raise NotImplementedError(_unsupported(model_type, f"no single list of {depth} transformer "
                                            "layers made of nn.Linear modules was found "
                                            f"(candidates: {outermost or 'none'})"))
+
+
+def _check_dense_ffn(backbone: nn.Module, layer: nn.Module, model_type) -> None:
+    """Refuse a mixture-of-experts FFN before discovery could take one expert (e.g. a shared
+    expert, which is a plain gated FFN) for the layer's FFN."""
+    counts = {f: getattr(backbone.config, f, None) for f in EXPERT_FIELDS}
+    counts = {f: n for f, n in counts.items() if isinstance(n, int) and n > 1}
+    modules = sorted({type(m).__name__ for m in layer.modules()
+                      if any(w in type(m).__name__.lower() for w in ("moe", "expert"))})
+    if counts or modules:
+        what = ", ".join([f"{f}={n}" for f, n in counts.items()] + modules)
+        raise NotImplementedError(_unsupported(model_type, MIXTURE_OF_EXPERTS.format(what)))
 
 
 def _dummy_inputs(backbone: nn.Module, modality: str, model_type) -> dict:
@@ -291,8 +347,12 @@ def _trace_first_layer(backbone, layer, modality, model_type) -> _Trace:
     return _Trace(calls, captured["args"], captured["kwargs"], captured["output"])
 
 
-def _ffn(trace: _Trace, model_type) -> tuple[_Call, _Call]:
-    """(ffn_in, ffn_out) calls: the layer's last Linear width -> hidden, and what fed it."""
+def _ffn(trace: _Trace, model_type) -> tuple[_Call, _Call, _Call | None, bool]:
+    """(ffn_in, ffn_out, gate or None, fused) calls: the layer's last Linear width -> hidden
+    (``ffn_out``) and what fed it since the previous Linear into hidden: one Linear hidden ->
+    width (plain FFN), two (gated: the first called is the gate, as in ``down(act(gate(x)) *
+    up(x))``; slicing treats both alike, so the naming only matters in messages), or one Linear
+    hidden -> 2 x width (gate and up fused)."""
     hidden = trace.output.shape[-1]
     into_hidden = [i for i, c in enumerate(trace.linears) if c.module.out_features == hidden]
     outs = [i for i in into_hidden if trace.linears[i].module.in_features != hidden]
@@ -302,15 +362,19 @@ def _ffn(trace: _Trace, model_type) -> tuple[_Call, _Call]:
     last = outs[-1]
     previous = max([i for i in into_hidden if i < last], default=-1)
     down = trace.linears[last]
-    between = trace.linears[previous + 1:last]
-    ups = [c for c in between if c.module.out_features == down.module.in_features]
-    if len(ups) > 1 or any(c.module.out_features == 2 * down.module.in_features for c in between):
-        names = ", ".join(c.name for c in between + [down])
-        raise NotImplementedError(_unsupported(model_type, GATED_FFN.format(names)))
-    if len(ups) != 1 or ups[0].module.in_features != hidden:
-        raise NotImplementedError(_unsupported(model_type, f"the Linear feeding {down.name!r} "
-                                               "was not found"))
-    return ups[0], down
+    width = down.module.in_features
+    between = [c for c in trace.linears[previous + 1:last] if c.module.in_features == hidden]
+    ups = [c for c in between if c.module.out_features == width]
+    fused = [c for c in between if c.module.out_features == 2 * width]
+    if len(ups) == 1 and not fused:
+        return ups[0], down, None, False
+    if len(ups) == 2 and not fused:
+        return ups[1], down, ups[0], False
+    if len(fused) == 1 and not ups:
+        return fused[0], down, None, True
+    names = ", ".join(c.name for c in between + [down])
+    raise NotImplementedError(_unsupported(model_type, f"the Linear(s) feeding {down.name!r} were "
+                                           f"not recognised as a plain or gated FFN ({names})"))
 
 
 def _post_ffn_norm(trace: _Trace, ffn_out: _Call) -> str | None:
@@ -341,15 +405,15 @@ def _attention(layer: nn.Module, trace: _Trace, ffn_in: _Call, model_type) -> tu
 def _check_layers(layers: nn.ModuleList, arch: Arch, model_type) -> None:
     """Every layer has the same Linears with matching FFN widths, and no two share a weight."""
     for i, layer in enumerate(layers):
-        for path in (arch.ffn_in, arch.ffn_out, *arch.attention):
+        for path in (arch.ffn_in, arch.ffn_out, *arch.attention, *([arch.ffn_gate] if arch.ffn_gate else [])):
             try:
                 module = layer.get_submodule(path)
             except AttributeError:
                 module = None
             if not isinstance(module, nn.Linear):
                 raise NotImplementedError(_unsupported(model_type, f"layer {i} has no Linear {path!r}"))
-        w_in, w_out = ffn_linears(layer, arch)
-        if w_in.out_features != w_out.in_features:
+        width = ffn_width(layer, arch)
+        if any(lin.out_features != width * len(offsets) for _, _, lin, offsets in ffn_row_blocks(layer, arch)):
             raise NotImplementedError(_unsupported(model_type, f"layer {i}'s FFN widths differ"))
     total = sum(1 for layer in layers for _ in layer.parameters())
     if total != len(list(layers.parameters())):  # parameters() counts a shared tensor once
@@ -363,12 +427,13 @@ def _check_exact(layer: nn.Module, arch: Arch, trace: _Trace, model_type) -> Non
     from .compression import slice_ffn  # compression imports this module
 
     twin = copy.deepcopy(layer).eval()
-    width = ffn_linears(twin, arch)[0].out_features
+    width = ffn_width(twin, arch)
     device = next(twin.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         slice_ffn(twin, arch, torch.arange(width, device=device))  # new Linears draw an init
         out = _first_tensor(twin(*trace.args, **trace.kwargs))
     if not torch.equal(out, trace.output):
         raise NotImplementedError(_unsupported(model_type, (
-            f"rebuilding its FFN ({arch.ffn_in}, {arch.ffn_out}) with all neurons kept changed "
+            f"rebuilding its FFN ({', '.join(p for _, p, _, _ in ffn_row_blocks(layer, arch))}, "
+            f"{arch.ffn_out}) with all neurons kept changed "
             "the layer's output, so compression would not be exact")))

@@ -12,7 +12,7 @@ import copy
 
 from torch import nn
 
-from .arch import arch_of, ffn_linears, get_layers
+from .arch import arch_of, ffn_width, get_layers
 from .compression import compress_ffn
 from .models import FMClassifier
 
@@ -87,7 +87,7 @@ def build_emulator(fm: FMClassifier, num_adapter_layers: int | None = None,
     em.config = copy.deepcopy(em.config)
     em.config.num_hidden_layers = len(kept)
     em.backbone.config = em.config
-    widths = [ffn_linears(l, arch)[0].out_features for l in get_layers(em.backbone)]
+    widths = [ffn_width(l, arch) for l in get_layers(em.backbone)]
     em.structure = {"method": "fedot", "layer_map": kept, "ffn_widths": widths,
                     "adapters": list(range(a)) + list(range(len(kept) - a, len(kept))),
                     "emulator_layers": k, "num_adapter_layers": a}

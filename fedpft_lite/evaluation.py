@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from .models import pool
+
 
 def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -28,13 +30,6 @@ def evaluate(model: torch.nn.Module, loader, device="cpu", progress: bool = Fals
     return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1), "n": total}
 
 
-def _pool(h: torch.Tensor, mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
-    if pooling == "mean" and mask is not None:
-        m = mask.unsqueeze(-1).to(h.dtype)
-        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
-    return h.mean(1) if pooling == "mean" else h[:, 0]
-
-
 @torch.no_grad()
 def pooled_features(model, loader, device="cpu", progress: bool = True, layers: str = "last"):
     """(features, labels) of the model's pooled representation.
@@ -56,7 +51,7 @@ def pooled_features(model, loader, device="cpu", progress: bool = True, layers: 
             x = captured["x"]                 # the classifier's input: the last layer, pooled
             if layers == "all":                # earlier layers pooled the same way, before it
                 mask = batch.get("attention_mask")
-                x = torch.cat([_pool(h, mask, model.pooling) for h in out.hidden_states[:-1]] + [x], dim=-1)
+                x = torch.cat([pool(h, mask, model.pooling) for h in out.hidden_states[:-1]] + [x], dim=-1)
             feats.append(x.float().cpu())
             labels.append(batch["labels"].cpu())
     finally:

@@ -18,6 +18,7 @@ split across five PyPI packages and reassembled once into a cache folder (``offl
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import os
@@ -28,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .arch import arch_of, ffn_linears, get_layers
+from .arch import arch_of, ffn_row_blocks, get_layers
 from .catalog import DEFAULT_MODEL, OFFLINE_MODELS, VISION_DEFAULT, offline_hint  # noqa: F401 (defined there)
 from .offline_models import MPNET, model_folder
 from .utils import HubUnreachableError, hub_reachable  # noqa: F401 (the error: also importable from here)
@@ -42,11 +43,34 @@ PREPROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "p
 
 
 
+POOLINGS = ("cls", "mean", "last")
+
+
+def pool(h: torch.Tensor, mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """One vector per example from hidden states ``h`` (batch, tokens, hidden): the first token
+    (``"cls"``), the mean of the tokens whose ``mask`` is 1 (``"mean"``), or the last token whose
+    mask is 1 (``"last"``; found from the mask, so right and left padding both work)."""
+    if pooling == "mean":
+        if mask is None:
+            return h.mean(1)
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+    if pooling == "last":
+        if mask is None:
+            return h[:, -1]
+        positions = torch.arange(h.shape[1], device=h.device)
+        last = (mask.to(positions.dtype) * (positions + 1)).argmax(1)   # highest unmasked position
+        return h[torch.arange(h.shape[0], device=h.device), last]
+    return h[:, 0]
+
+
 class FMClassifier(nn.Module):
     """A foundation-model backbone with a pooled linear classification head.
 
     ``pooling="cls"`` takes the first token (BERT/RoBERTa/ViT convention); ``"mean"`` averages
-    the non-padding tokens (what sentence-transformer checkpoints such as MiniLM were trained for).
+    the non-padding tokens (what sentence-transformer checkpoints such as MiniLM were trained for);
+    ``"last"`` takes the last non-padding token, the only one a decoder's causal attention lets
+    see the whole text (Llama, Qwen2, Mistral, Gemma, as their ``*ForSequenceClassification`` do).
     """
 
     base_model_prefix = "backbone"  # read by peft / transformers' weight-name conversion (ViT)
@@ -54,8 +78,8 @@ class FMClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "cls",
                  dropout: float = 0.1, seed: int = 0):
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if num_labels < 2:
             raise ValueError(f"num_labels must be >= 2, got {num_labels}")
         arch_of(backbone)  # fail early on an unsupported family
@@ -88,15 +112,12 @@ class FMClassifier(nn.Module):
             kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
             if token_type_ids is not None and uses_token_types(self.backbone):
                 kwargs["token_type_ids"] = token_type_ids
+            if takes_argument(self.backbone, "use_cache"):
+                # a decoder's key / value cache serves generation only; an emulator's layers also
+                # keep their FM layer numbers, which would index past a cache of fewer layers
+                kwargs["use_cache"] = False
             out = self.backbone(**kwargs, output_hidden_states=output_hidden_states)
-        h = out.last_hidden_state
-        if self.pooling == "mean" and attention_mask is not None:
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
-        elif self.pooling == "mean":
-            pooled = h.mean(1)
-        else:
-            pooled = h[:, 0]
+        pooled = pool(out.last_hidden_state, attention_mask, self.pooling)
         logits = self.classifier(self.dropout(pooled))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits,
@@ -141,6 +162,16 @@ class FMClassifier(nn.Module):
         return model.eval()
 
 
+def takes_argument(backbone: nn.Module, name: str) -> bool:
+    """Whether the backbone's ``forward`` has a parameter ``name``."""
+    return name in _forward_parameters(type(backbone))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_parameters(cls) -> frozenset:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
 def uses_token_types(backbone: nn.Module) -> bool:
     """Whether to feed the tokenizer's ``token_type_ids`` (segment ids) to the backbone.
 
@@ -154,11 +185,24 @@ def uses_token_types(backbone: nn.Module) -> bool:
 
 
 def default_pooling(config) -> str:
-    """``"mean"`` where the family's own classifier averages the tokens (BEiT and
+    """``"last"`` for decoders (:func:`is_decoder`); ``"mean"`` where the family's own
+    classifier averages the tokens (BEiT and
     data2vec-vision: ``use_mean_pooling``, and their last layer has no final norm on the CLS
     token), else ``"cls"``: the first token, which is a CLS token in every supported family
     (DeiT's distillation token comes second; DINOv2's CLS is trained by its DINO loss)."""
+    if is_decoder(config):
+        return "last"
     return "mean" if getattr(config, "use_mean_pooling", False) else "cls"
+
+
+def is_decoder(config) -> bool:
+    """Whether the family is a decoder (causal) language model: transformers registers a
+    causal-LM class for it and no masked-LM class (BERT and RoBERTa have both, Llama only the
+    first). Its first token has seen nothing else, so it pools the last."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    model_type = getattr(config, "model_type", None)
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def apply_structure(model: FMClassifier, structure: dict) -> None:
@@ -173,9 +217,10 @@ def apply_structure(model: FMClassifier, structure: dict) -> None:
         if len(widths) != len(layers):
             raise ValueError(f"structure lists {len(widths)} FFN widths for {len(layers)} layers")
         for layer, width in zip(layers, widths):
-            w_in, w_out = ffn_linears(layer, arch)
-            if w_in.out_features != width:
-                _set(layer, arch.ffn_in, nn.Linear(w_in.in_features, width, bias=w_in.bias is not None))
+            w_out = layer.get_submodule(arch.ffn_out)
+            if w_out.in_features != width:
+                for _, path, lin, offsets in ffn_row_blocks(layer, arch):   # W_in (and W_gate)
+                    _set(layer, path, nn.Linear(lin.in_features, width * len(offsets), bias=lin.bias is not None))
                 _set(layer, arch.ffn_out, nn.Linear(width, w_out.out_features, bias=w_out.bias is not None))
     model.structure = copy.deepcopy(structure)
 

@@ -23,7 +23,7 @@ def part_of(name: str, model: nn.Module) -> str:
     m = re.match(rf"^backbone\.{re.escape(arch.layers)}\.\d+\.(.+)\.(weight|bias)$", name)
     if m:
         path = m.group(1).replace(".base_layer", "")
-        if path in (arch.ffn_in, arch.ffn_out):
+        if path in (arch.ffn_in, arch.ffn_out, arch.ffn_gate):
             return "ffn"
         if path in arch.attention:
             return "attention"

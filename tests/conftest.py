@@ -25,6 +25,15 @@ def tiny_model(tmp_path_factory):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny matrices: a second thread costs more than it saves on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def task_identity(monkeypatch):
     """Flower 1.42 stamps a new Message with the sending task's ids, which only a running
     ServerApp has: give this test process some (restored afterwards)."""

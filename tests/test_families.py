@@ -6,8 +6,9 @@ from the module structure), the sub-FM at keep 1.0 and every FFN rebuilt with al
 give the FM's logits bit for bit, LoRA lands on the four attention projections of every layer
 and nowhere else, one FedAvg round of two clients trains the proxy, and plug-back into the FM is
 exact at keep 1.0 (for FedPFT's sub-FM and for FedOT's emulator at its identity setting). A
-compressed sub-FM saves and reloads. ALBERT (shared layers) and DINOv2 with SwiGLU (a gated FFN)
-are refused with the reason. Hidden 32, 4 layers, FFN 64: the whole file runs in seconds.
+compressed sub-FM saves and reloads. Decoders (Llama, Qwen2/3, Mistral, Gemma: gated FFNs; Phi)
+go through the same checks. ALBERT (shared layers) and mixture-of-experts FFNs (Qwen2-MoE) are
+refused with the reason. Hidden 32, 4 layers, FFN 64: the whole file runs in seconds.
 """
 import copy
 import re
@@ -34,7 +35,8 @@ _TEXT = dict(vocab_size=100, max_position_embeddings=64, hidden_size=32, num_hid
              num_attention_heads=2, intermediate_size=64)
 _IMAGE = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
               image_size=16, patch_size=8, num_channels=3)
-_ROBERTA = dict(_TEXT, type_vocab_size=1)  # as released: one segment type, unlike the config default
+_ROBERTA = dict(_TEXT, type_vocab_size=1)
+_DECODER = dict(_TEXT, num_key_value_heads=1, pad_token_id=0, bos_token_id=1, eos_token_id=2)  # as released: one segment type, unlike the config default
 
 #: The config of each family's tiny model: the family's own defaults, shrunk, plus what makes it
 #: look like its released checkpoints where that changes the layer's structure.
@@ -59,17 +61,21 @@ TINY_CONFIGS = {
                  use_mean_pooling=True),
     "dinov2": dict(_IMAGE, mlp_ratio=2, layerscale_value=0.5),   # FFN width = 2 x hidden = 64
     "data2vec-vision": dict(_IMAGE, use_relative_position_bias=True, use_mean_pooling=True),
+    # decoder language models: gated FFNs (gate, up, down) but Phi's; grouped-query attention
+    # (one key / value head for two query heads) where the family has it
+    "llama": _DECODER,
+    "qwen2": _DECODER,
+    "qwen3": dict(_DECODER, head_dim=16),
+    "mistral": _DECODER,
+    "gemma": dict(_DECODER, head_dim=16),
+    "phi": _TEXT,
 }
 FAMILIES = sorted(TINY_CONFIGS)
+DECODERS = ("gemma", "llama", "mistral", "phi", "qwen2", "qwen3")
+GATED = ("gemma", "llama", "mistral", "qwen2", "qwen3")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: a second thread costs more than it saves on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def tiny_backbone(family: str, **changes):
@@ -133,7 +139,7 @@ def layer_paths(names, arch) -> set[str]:
 # -- which families, and how each is found ---------------------------------------------------------
 def test_supported_families_are_exactly_the_tested_ones():
     assert set(supported_families()) == set(FAMILIES)
-    assert len(FAMILIES) == 15
+    assert len(FAMILIES) == 21
     for family, how in supported_families().items():
         assert how == ("table" if family in ARCHITECTURES else "discovered")
 
@@ -159,7 +165,8 @@ def test_arch_is_found_and_agrees_with_discovery(family):
         assert all(isinstance(layer.get_submodule(p), torch.nn.Linear) for p in arch.attention)
     post_ln = family in ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra",
                          "ernie", "mpnet", "deberta-v2", "data2vec-text")
-    assert (arch.ffn_norm is not None) == post_ln  # the vision families are pre-LN
+    assert (arch.ffn_norm is not None) == post_ln  # the vision families and decoders are pre-LN
+    assert arch.gated == (family in GATED) and not arch.fused_gate
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -227,12 +234,13 @@ def test_compressed_sub_fm_saves_and_reloads(family, tmp_path):
 
 def test_segment_ids_and_pooling_follow_the_family():
     """Segment ids reach only backbones that learned two of them; BEiT-style families pool the
-    mean of their tokens, as their own classifiers do."""
+    mean of their tokens, as their own classifiers do; decoders pool their last real token."""
     with_types = {f for f in FAMILIES if f not in ("deit", "vit", "beit", "dinov2", "data2vec-vision")
                   and uses_token_types(tiny_backbone(f))}
     assert with_types == {"bert", "electra", "ernie"}
-    mean = {f for f in FAMILIES if default_pooling(AutoConfig.for_model(f, **TINY_CONFIGS[f])) == "mean"}
-    assert mean == {"beit", "data2vec-vision"}
+    pooled = {f: default_pooling(AutoConfig.for_model(f, **TINY_CONFIGS[f])) for f in FAMILIES}
+    assert {f for f, how in pooled.items() if how == "mean"} == {"beit", "data2vec-vision"}
+    assert {f for f, how in pooled.items() if how == "last"} == set(DECODERS)   # causal attention
 
 
 # -- what is refused, and how clearly ---------------------------------------------------------------
@@ -249,39 +257,28 @@ def test_albert_shared_layers_are_refused_with_the_reason():
     assert all(family in msg for family in FAMILIES)
 
 
-def test_gated_ffn_is_refused_with_the_reason():
-    """DINOv2 giant's SwiGLU FFN (gate, up, down): three Linears per neuron."""
+def test_dinov2_giants_swiglu_ffn_is_found_as_a_gated_ffn():
+    """DINOv2 giant's SwiGLU FFN (gate, up, down), once refused: now its gate is part of each
+    neuron, and compression at keep 1.0 is exact as for every other family."""
     backbone = tiny_backbone("dinov2", use_swiglu_ffn=True)
+    fm = FMClassifier(backbone, NUM_LABELS).eval()
+    arch = arch_of(fm)
+    assert arch.gated and (arch.ffn_gate, arch.ffn_in, arch.ffn_out) == ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    probe = batches(fm, 1, seed=4)[0]
+    assert torch.equal(logits(compress_ffn(fm, keep_ratio=1.0), probe), logits(fm, probe))
+    widths = compress_ffn(fm, keep_ratio=0.25).structure["ffn_widths"]
+    assert widths[1] == round(widths[0] / 4) and widths[0] == widths[-1]
+
+
+def test_a_mixture_of_experts_ffn_is_refused_with_the_reason():
+    """Qwen2-MoE: each layer routes tokens to several expert FFNs, so there is no single FFN whose
+    neurons saliency could rank; the message says so and names what to use instead."""
+    backbone = tiny_backbone("qwen2_moe", **_DECODER, num_experts=4, num_experts_per_tok=2,
+                             moe_intermediate_size=32, shared_expert_intermediate_size=64)
     with pytest.raises(NotImplementedError) as info:
         FMClassifier(backbone, NUM_LABELS)
     msg = str(info.value)
-    assert "'dinov2'" in msg and "FFN is gated" in msg
-    assert "mlp.gate_proj, mlp.up_proj, mlp.down_proj" in msg
-    assert "use_swiglu_ffn" in msg
-
-
-def test_a_fused_gate_and_up_linear_is_refused_too():
-    """The other gated layout: one Linear computing gate and up halves together (hand-built,
-    on a real BERT layer whose FFN is swapped for it)."""
-    class FusedGatedFFN(torch.nn.Module):
-        def __init__(self, hidden=32, width=64):
-            super().__init__()
-            self.gate_up = torch.nn.Linear(hidden, 2 * width)
-            self.down = torch.nn.Linear(width, hidden)
-
-        def forward(self, x):
-            gate, up = self.gate_up(x).chunk(2, dim=-1)
-            return self.down(torch.nn.functional.silu(gate) * up)
-
-    backbone = tiny_backbone("bert")
-    for layer in backbone.encoder.layer:
-        ffn = FusedGatedFFN()
-        layer.intermediate.forward = lambda x, ffn=ffn: ffn(x)  # replaces dense + activation
-        layer.intermediate.add_module("ffn", ffn)
-        layer.output.dense = torch.nn.Identity()
-    backbone.config.model_type = "gated-bert"
-    with pytest.raises(NotImplementedError, match="FFN is gated"):
-        FMClassifier(backbone, NUM_LABELS)
+    assert "'qwen2_moe'" in msg and "mixture of experts" in msg and "qwen2" in msg
 
 
 # -- where the families are listed --------------------------------------------------------------------
