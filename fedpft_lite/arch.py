@@ -11,7 +11,8 @@ FedPFT only needs to know four things about a transformer, per family:
   of ``ffn_in``. :func:`ffn_row_blocks` lists them for every piece of code that cuts neurons;
 * the LayerNorm applied right after the FFN's residual add, where the family has one (BERT-style
   post-LN layers do; pre-LN ViT does not): layer-level alignment may train it;
-* the attention projections (query, key, value, output), which are LoRA's targets.
+* the attention projections (query, key, value, output; or a fused query-key-value Linear and
+  the output), which are LoRA's targets.
 
 Paths are relative to the *backbone* (the ``AutoModel`` without any task head). Two ways to know
 them, tried in this order:
@@ -74,7 +75,9 @@ ARCHITECTURES: dict[str, Arch] = {
 DISCOVERED_FAMILIES = ("xlm-roberta", "camembert", "electra", "ernie", "deberta-v2",
                        "data2vec-text", "deit", "beit", "dinov2", "data2vec-vision",
                        # decoders (last-token pooling); all but Phi with a gated FFN
-                       "llama", "qwen2", "qwen3", "mistral", "gemma", "phi")
+                       "llama", "qwen2", "qwen3", "mistral", "gemma", "phi",
+                       # fused query-key-value and gate-up Linears
+                       "modernbert", "phi3")
 
 _CACHE_ATTR = "_fedpft_arch"  # discovered Arch, stored on the backbone (deep copies inherit it)
 
@@ -388,16 +391,24 @@ def _post_ffn_norm(trace: _Trace, ffn_out: _Call) -> str | None:
 
 
 def _attention(layer: nn.Module, trace: _Trace, ffn_in: _Call, model_type) -> tuple[str, ...]:
-    """Query, key, value, output: the Linears on the token stream called before the FFN, in the
-    order the family defines them (q, k, v, o in every family seen)."""
+    """The attention projections, LoRA's targets: the Linears on the token stream called before
+    the FFN, in the order the family defines them. Query, key, value, output as four Linears in
+    most families; where one Linear computes query, key and value together (ModernBERT's
+    ``Wqkv``, Phi-3's ``qkv_proj``: wider than hidden), that one and the output projection, and
+    LoRA adapts the fused projection as one matrix (one A shared by q, k and v)."""
     stream = _first_tensor(trace.args, trace.kwargs).shape[:-1]
+    hidden = trace.output.shape[-1]
     before = trace.linears[:trace.linears.index(ffn_in)]
     projections = [c for c in before if c.lead == tuple(stream)]
-    if len(projections) != 4:
+    fused = (len(projections) == 2 and projections[0].module.out_features > hidden
+             and projections[1].module.out_features == hidden)
+    if len(projections) != 4 and not fused:
         raise NotImplementedError(_unsupported(model_type, (
-            "expected 4 attention projections (query, key, value, output) as separate Linears, "
-            f"found {[c.name for c in projections]}; a fused query/key/value Linear gives LoRA no "
-            "separate q/k/v to adapt")))
+            "expected the attention projections as 4 Linears (query, key, value, output) or 2 "
+            "(a fused query-key-value Linear and the output), found "
+            f"{[c.name for c in projections]}")))
+    if fused:
+        return tuple(c.name for c in projections)           # as called: query-key-value, output
     defined = [n for n, _ in layer.named_modules()]
     return tuple(sorted((c.name for c in projections), key=defined.index))
 

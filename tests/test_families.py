@@ -6,8 +6,8 @@ from the module structure), the sub-FM at keep 1.0 and every FFN rebuilt with al
 give the FM's logits bit for bit, LoRA lands on the four attention projections of every layer
 and nowhere else, one FedAvg round of two clients trains the proxy, and plug-back into the FM is
 exact at keep 1.0 (for FedPFT's sub-FM and for FedOT's emulator at its identity setting). A
-compressed sub-FM saves and reloads. Decoders (Llama, Qwen2/3, Mistral, Gemma: gated FFNs; Phi)
-go through the same checks. ALBERT (shared layers) and mixture-of-experts FFNs (Qwen2-MoE) are
+compressed sub-FM saves and reloads. Decoders (Llama, Qwen2/3, Mistral, Gemma: gated FFNs; Phi;
+Phi-3) and ModernBERT (fused query-key-value and gate-up Linears) go through the same checks. ALBERT (shared layers) and mixture-of-experts FFNs (Qwen2-MoE) are
 refused with the reason. Hidden 32, 4 layers, FFN 64: the whole file runs in seconds.
 """
 import copy
@@ -69,10 +69,15 @@ TINY_CONFIGS = {
     "mistral": _DECODER,
     "gemma": dict(_DECODER, head_dim=16),
     "phi": _TEXT,
+    # fused Linears: query-key-value in one (LoRA adapts it whole), gate and up in one
+    "phi3": _DECODER,
+    "modernbert": dict(_DECODER, num_key_value_heads=None, cls_token_id=1, sep_token_id=2,
+                       global_attn_every_n_layers=2, local_attention=4),
 }
 FAMILIES = sorted(TINY_CONFIGS)
-DECODERS = ("gemma", "llama", "mistral", "phi", "qwen2", "qwen3")
-GATED = ("gemma", "llama", "mistral", "qwen2", "qwen3")
+DECODERS = ("gemma", "llama", "mistral", "phi", "phi3", "qwen2", "qwen3")
+GATED = ("gemma", "llama", "mistral", "qwen2", "qwen3")      # gate and up as two Linears
+FUSED = ("modernbert", "phi3")                               # gate and up in one, q / k / v in one
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
@@ -139,7 +144,7 @@ def layer_paths(names, arch) -> set[str]:
 # -- which families, and how each is found ---------------------------------------------------------
 def test_supported_families_are_exactly_the_tested_ones():
     assert set(supported_families()) == set(FAMILIES)
-    assert len(FAMILIES) == 21
+    assert len(FAMILIES) == 23
     for family, how in supported_families().items():
         assert how == ("table" if family in ARCHITECTURES else "discovered")
 
@@ -161,12 +166,14 @@ def test_arch_is_found_and_agrees_with_discovery(family):
     assert len(layers) == NUM_LAYERS
     for layer in layers:
         w_in, w_out = ffn_linears(layer, arch)
-        assert (w_in.in_features, w_in.out_features, w_out.out_features) == (32, 64, 32)
+        fused = 2 if arch.fused_gate else 1
+        assert (w_in.in_features, w_in.out_features, w_out.out_features) == (32, 64 * fused, 32)
         assert all(isinstance(layer.get_submodule(p), torch.nn.Linear) for p in arch.attention)
+        assert len(arch.attention) == (2 if family in FUSED else 4)
     post_ln = family in ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra",
                          "ernie", "mpnet", "deberta-v2", "data2vec-text")
     assert (arch.ffn_norm is not None) == post_ln  # the vision families and decoders are pre-LN
-    assert arch.gated == (family in GATED) and not arch.fused_gate
+    assert arch.gated == (family in GATED + FUSED) and arch.fused_gate == (family in FUSED)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -189,12 +196,13 @@ def test_compress_lora_fedavg_plug_back_exact_at_keep_one(family):
     assert small.structure["ffn_widths"] == [64, 16, 16, 64]
     assert logits(small, probe).shape == (2, NUM_LABELS)
 
-    # LoRA: A and B on the four attention projections of every layer, nothing else in the layers.
+    # LoRA: A and B on the attention projections of every layer (four, or a fused q-k-v and the
+    # output), nothing else in the layers.
     add_lora(sub)
     lora = [n for n, p in sub.named_parameters() if p.requires_grad and "lora_" in n]
-    assert len(lora) == 2 * 4 * NUM_LAYERS
+    assert len(lora) == 2 * len(arch.attention) * NUM_LAYERS
     assert {p.split(".lora_")[0] for p in layer_paths(lora, arch)} == set(arch.attention)
-    assert len(attention_module_names(sub.backbone)) == 4 * NUM_LAYERS
+    assert len(attention_module_names(sub.backbone)) == len(arch.attention) * NUM_LAYERS
 
     # One FedAvg round, then plug-back: the FM with the averaged state is the proxy, bit for bit.
     state = fedavg_round(sub, trainable_state(sub), clients)
