@@ -67,7 +67,8 @@ def pool(h: torch.Tensor, mask: torch.Tensor | None, pooling: str) -> torch.Tens
 class FMClassifier(nn.Module):
     """A foundation-model backbone with a pooled linear classification head.
 
-    ``pooling="cls"`` takes the first token (BERT/RoBERTa/ViT convention); ``"mean"`` averages
+    ``pooling`` (by default :func:`default_pooling` of the backbone's config):
+    ``"cls"`` takes the first token (BERT/RoBERTa/ViT convention); ``"mean"`` averages
     the non-padding tokens (what sentence-transformer checkpoints such as MiniLM were trained for);
     ``"last"`` takes the last non-padding token, the only one a decoder's causal attention lets
     see the whole text (Llama, Qwen2, Mistral, Gemma, as their ``*ForSequenceClassification`` do).
@@ -75,9 +76,11 @@ class FMClassifier(nn.Module):
 
     base_model_prefix = "backbone"  # read by peft / transformers' weight-name conversion (ViT)
 
-    def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "cls",
+    def __init__(self, backbone: nn.Module, num_labels: int, pooling: str | None = None,
                  dropout: float = 0.1, seed: int = 0):
         super().__init__()
+        if pooling is None:         # the family's own convention (a decoder's first token saw nothing)
+            pooling = default_pooling(backbone.config)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if num_labels < 2:
