@@ -76,8 +76,8 @@ DISCOVERED_FAMILIES = ("xlm-roberta", "camembert", "electra", "ernie", "deberta-
                        "data2vec-text", "deit", "beit", "dinov2", "data2vec-vision",
                        # decoders (last-token pooling); all but Phi with a gated FFN
                        "llama", "qwen2", "qwen3", "mistral", "gemma", "phi",
-                       # fused query-key-value and gate-up Linears
-                       "modernbert", "phi3")
+                       # fused query-key-value and gate-up Linears; GPT-2's Conv1D made Linear
+                       "modernbert", "phi3", "gpt2")
 
 _CACHE_ATTR = "_fedpft_arch"  # discovered Arch, stored on the backbone (deep copies inherit it)
 
@@ -257,9 +257,13 @@ def _layer_list(backbone: nn.Module, model_type) -> str:
     if not matching and shorter:
         raise NotImplementedError(_unsupported(model_type, SHARED_WEIGHTS.format(
             f"{depth} layers computed by {len(lists[shorter[0]])} module(s) in {shorter[0]!r}")))
+    conv1d = any(type(m).__name__ == "Conv1D" for m in backbone.modules())
     raise NotImplementedError(_unsupported(model_type, f"no single list of {depth} transformer "
                                            "layers made of nn.Linear modules was found "
-                                           f"(candidates: {outermost or 'none'})"))
+                                           f"(candidates: {outermost or 'none'})" + (
+                                               "; its projections are transformers' Conv1D: "
+                                               "FMClassifier turns them into nn.Linear first "
+                                               "(fedpft_lite.models.linearise_conv1d)" if conv1d else "")))
 
 
 def _check_dense_ffn(backbone: nn.Module, layer: nn.Module, model_type) -> None:

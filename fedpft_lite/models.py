@@ -85,6 +85,7 @@ class FMClassifier(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if num_labels < 2:
             raise ValueError(f"num_labels must be >= 2, got {num_labels}")
+        linearise_conv1d(backbone)   # GPT-2's transposed "Conv1D" projections become nn.Linear
         arch_of(backbone)  # fail early on an unsupported family
         if getattr(backbone, "pooler", None) is not None:
             backbone.pooler = None  # unused: we pool ourselves (saves its parameters too)
@@ -163,6 +164,25 @@ class FMClassifier(nn.Module):
         apply_structure(model, meta["structure"])
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
         return model.eval()
+
+
+def linearise_conv1d(backbone: nn.Module) -> int:
+    """Replace every transformers ``Conv1D`` (GPT-2's projections: ``x @ W + b`` with W stored as
+    (in, out), the transpose of ``nn.Linear``'s) by an ``nn.Linear`` holding the same weights,
+    in place; return how many. Every piece of FedPFT then reads neurons as Linear rows and
+    columns, and LoRA targets Linears; the function is the same up to float rounding (another
+    matmul kernel). A model saved afterwards stores the Linear layout, and reloading converts
+    first, so a saved sub-FM reloads exactly."""
+    from transformers.pytorch_utils import Conv1D
+
+    swaps = [(name, m) for name, m in backbone.named_modules() if isinstance(m, Conv1D)]
+    for name, conv in swaps:
+        linear = nn.Linear(conv.nx, conv.nf, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(conv.weight.t())
+            linear.bias.copy_(conv.bias)
+        _set(backbone, name, linear)
+    return len(swaps)
 
 
 def takes_argument(backbone: nn.Module, name: str) -> bool:

@@ -497,17 +497,18 @@ def test_every_family_compress_emulate_plug_back(family):
 
 
 def test_unsupported_family_raises_listing_supported():
-    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=32)
-    gpt2 = transformers.GPT2Model(cfg)
+    cfg = transformers.MambaConfig(hidden_size=32, num_hidden_layers=2, vocab_size=100, state_size=4,
+                                   intermediate_size=64)
+    mamba = transformers.AutoModel.from_config(cfg)     # a state-space model: no attention for LoRA
     with pytest.raises(NotImplementedError) as info:
-        FMClassifier(gpt2, num_labels=2)
+        FMClassifier(mamba, num_labels=2)
     for family in ARCHITECTURES:
         assert family in str(info.value)
-    assert "gpt2" in str(info.value)
+    assert "mamba" in str(info.value)
 
     # A model whose backbone was swapped after construction is caught by every entry point too.
     smuggled = FMClassifier(_tiny_bert(), num_labels=2)
-    smuggled.backbone = gpt2
+    smuggled.backbone = mamba
     for fn in (compress_ffn, build_emulator, add_lora):
         with pytest.raises(NotImplementedError) as info:
             fn(smuggled)

@@ -238,3 +238,26 @@ def test_the_other_methods_run_on_a_decoder(tiny_decoder, method):
     history = run_federated(decoder_config(tiny_decoder, method=method, rounds=2, align_before=False,
                                            align_during=False), progress=False)
     assert len(history) == 2 and all(0 <= r["fm_accuracy"] <= 1 for r in history)
+
+
+def test_gpt2s_conv1d_becomes_a_linear_with_the_same_function():
+    """GPT-2 stores each projection's weight as (in, out) in transformers' Conv1D; wrapped in
+    FMClassifier, every one is an nn.Linear with the transposed weight, and the backbone computes
+    what it did, to float rounding."""
+    from transformers.pytorch_utils import Conv1D
+    config = transformers.GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=2, n_inner=64)
+    torch.manual_seed(0)
+    backbone = transformers.AutoModel.from_config(config).eval()
+    convs = {n: m.weight.detach().clone() for n, m in backbone.named_modules() if isinstance(m, Conv1D)}
+    assert len(convs) == 2 * 4                                        # c_attn, c_proj, c_fc, mlp.c_proj
+    batch = text_batch()
+    with torch.no_grad():
+        before = backbone(**batch).last_hidden_state
+    fm = FMClassifier(backbone, 3).eval()
+    assert not any(isinstance(m, Conv1D) for m in fm.modules())
+    for name, weight in convs.items():
+        assert torch.equal(fm.backbone.get_submodule(name).weight, weight.t())
+    with torch.no_grad():
+        after = fm.backbone(**batch, use_cache=False).last_hidden_state
+    torch.testing.assert_close(after, before)
+    assert fm.pooling == "last" and arch_of(fm).attention == ("attn.c_attn", "attn.c_proj")

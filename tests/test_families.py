@@ -25,7 +25,7 @@ from fedpft_lite.cli import main
 from fedpft_lite.compression import compress_ffn, slice_ffn
 from fedpft_lite.emulator import build_emulator
 from fedpft_lite.lora import add_lora, load_trainable_state, plug_back, trainable_state
-from fedpft_lite.models import FMClassifier, default_pooling, uses_token_types
+from fedpft_lite.models import FMClassifier, default_pooling, linearise_conv1d, uses_token_types
 from fedpft_lite.training import local_train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -73,11 +73,15 @@ TINY_CONFIGS = {
     "phi3": _DECODER,
     "modernbert": dict(_DECODER, num_key_value_heads=None, cls_token_id=1, sep_token_id=2,
                        global_attn_every_n_layers=2, local_attention=4),
+    # GPT-2: transposed "Conv1D" projections (turned into nn.Linear by FMClassifier), fused c_attn
+    "gpt2": dict(vocab_size=100, n_positions=64, n_embd=32, n_layer=4, n_head=2, n_inner=64,
+                 pad_token_id=0, bos_token_id=1, eos_token_id=2),
 }
 FAMILIES = sorted(TINY_CONFIGS)
-DECODERS = ("gemma", "llama", "mistral", "phi", "phi3", "qwen2", "qwen3")
+DECODERS = ("gemma", "gpt2", "llama", "mistral", "phi", "phi3", "qwen2", "qwen3")
 GATED = ("gemma", "llama", "mistral", "qwen2", "qwen3")      # gate and up as two Linears
-FUSED = ("modernbert", "phi3")                               # gate and up in one, q / k / v in one
+FUSED = ("modernbert", "phi3")                               # gate and up in one Linear
+FUSED_QKV = ("gpt2", "modernbert", "phi3")                   # query, key and value in one Linear
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
@@ -144,7 +148,7 @@ def layer_paths(names, arch) -> set[str]:
 # -- which families, and how each is found ---------------------------------------------------------
 def test_supported_families_are_exactly_the_tested_ones():
     assert set(supported_families()) == set(FAMILIES)
-    assert len(FAMILIES) == 23
+    assert len(FAMILIES) == 24
     for family, how in supported_families().items():
         assert how == ("table" if family in ARCHITECTURES else "discovered")
 
@@ -159,6 +163,7 @@ def test_arch_is_found_and_agrees_with_discovery(family):
     if family in ARCHITECTURES:
         assert arch is ARCHITECTURES[family]
     fresh = tiny_backbone(family)
+    linearise_conv1d(fresh)              # as FMClassifier does first (GPT-2's Conv1D; else nothing)
     rng = torch.get_rng_state()
     assert discover_arch(fresh) == arch
     assert torch.equal(torch.get_rng_state(), rng), "discovery must not move the global RNG"
@@ -169,7 +174,7 @@ def test_arch_is_found_and_agrees_with_discovery(family):
         fused = 2 if arch.fused_gate else 1
         assert (w_in.in_features, w_in.out_features, w_out.out_features) == (32, 64 * fused, 32)
         assert all(isinstance(layer.get_submodule(p), torch.nn.Linear) for p in arch.attention)
-        assert len(arch.attention) == (2 if family in FUSED else 4)
+        assert len(arch.attention) == (2 if family in FUSED_QKV else 4)
     post_ln = family in ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra",
                          "ernie", "mpnet", "deberta-v2", "data2vec-text")
     assert (arch.ffn_norm is not None) == post_ln  # the vision families and decoders are pre-LN

@@ -118,12 +118,14 @@ def _tiny_bert():
 
 
 def test_unsupported_family_lists_supported_ones():
-    cfg = transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=100, n_positions=32)
-    backbone = transformers.GPT2Model(cfg)
+    """A state-space model (Mamba): no attention projections for LoRA, so it is refused."""
+    cfg = transformers.MambaConfig(hidden_size=32, num_hidden_layers=2, vocab_size=100, state_size=4,
+                                   intermediate_size=64)
+    backbone = transformers.AutoModel.from_config(cfg)
     with pytest.raises(NotImplementedError) as info:
         FMClassifier(backbone, num_labels=3)
     msg = str(info.value)
-    assert "gpt2" in msg
+    assert "'mamba'" in msg and "attention projections" in msg
     for family in ARCHITECTURES:
         assert family in msg
     assert {"bert", "roberta", "distilbert", "vit"} <= set(ARCHITECTURES)
