@@ -136,8 +136,7 @@ def compress_ffn(fm: FMClassifier, keep_ratio: float = 0.25, retained_layers=(0,
             widths.append(width)
             continue
         k = max(1, int(round(keep_ratio * width)))
-        keep = select_neurons(w_in, w_out, k, criterion, g,
-                              saliency=layer_saliency(layer, arch) if arch.gated else None)
+        keep = select_neurons(w_in, w_out, k, criterion, g, saliency=layer_saliency(layer, arch))
         slice_ffn(layer, arch, keep)
         widths.append(k)
         kept[str(i)] = keep.tolist()
