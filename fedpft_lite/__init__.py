@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ARCHITECTURES": "arch", "arch_of": "arch", "supported_families": "arch",
     "encode": "data", "label_names": "data", "load_task": "data", "make_loader": "data",
-    "evaluate": "evaluation", "linear_probe": "evaluation",
+    "evaluate": "evaluation", "linear_probe": "evaluation", "FMLanguageModel": "causal_lm",
     "FMClassifier": "models", "HubUnreachableError": "models", "load_foundation_model": "models",
     "is_quick": "utils", "pick_device": "utils", "seed_everything": "utils",
 }

@@ -32,6 +32,12 @@ HUB_TASKS = {
 }
 TASKS = OFFLINE_TASKS + tuple(HUB_TASKS)
 
+#: Built-in tasks whose examples are images (the rest are text).
+IMAGE_TASKS = ("digits", "mnist-5k", "cifar10", "cifar100", "flowers102")
+#: What a run fine-tunes for (``fedpft_lite.causal_lm``): a classifier's labels, or the next token
+#: of the clients' text with a decoder's own LM head.
+OBJECTIVES = ("classification", "causal-lm")
+
 #: Models that need no network (``fedpft_lite.models``).
 DEFAULT_MODEL = "minilm"
 VISION_DEFAULT = "vit-tiny-fmnist"
@@ -63,7 +69,8 @@ def offline_hint() -> str:
 
 
 #: Files read as a table of examples (``fedpft_lite.data``), and what one example of each is called.
-TABLE_FILES = {".csv": "data row", ".tsv": "data row", ".json": "record", ".jsonl": "record"}
+TABLE_FILES = {".csv": "data row", ".tsv": "data row", ".json": "record", ".jsonl": "record",
+               ".txt": "line"}   # .txt: plain text, one example per non-empty line (causal-lm only)
 
 
 def task_source_error(task: str) -> str | None:
@@ -84,16 +91,21 @@ def task_source_error(task: str) -> str | None:
     kind = TABLE_FILES.get(p.suffix.lower())
     if kind is None:
         return (f"task {task!r}: cannot read a {p.suffix or 'suffix-less'} file; expected a "
-                ".csv/.tsv/.json/.jsonl file or a folder of images in one sub-folder per class")
+                ".csv/.tsv/.json/.jsonl file, a folder of images in one sub-folder per class, or "
+                "(objective causal-lm) a .txt file of one text per line")
     with open(p, encoding="utf-8", errors="replace") as f:
         head = f.read(1 << 16)
     lines = [line for line in head.splitlines() if line.strip()]
-    if p.suffix.lower() in (".csv", ".tsv"):
+    if p.suffix.lower() == ".txt":
+        empty = not lines
+    elif p.suffix.lower() in (".csv", ".tsv"):
         empty = len(lines) < 2          # a header line and no data row (or nothing at all)
     elif p.suffix.lower() == ".jsonl":
         empty = not lines
     else:
         empty = head.strip() in ("", "[]", "{}")
+    if empty and kind == "line":
+        return f"task {task!r} is empty: it needs one text per line"
     if empty:
         what = ("has a header line and no data rows" if lines and kind == "data row"
                 else "is empty" if not lines else "holds no records")

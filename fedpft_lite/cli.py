@@ -39,7 +39,7 @@ def cmd_info(args) -> int:
     print(f"fedpft_lite {__version__}: " + ", ".join(f"{p} {_version(p)}" for p in
                                                     ("torch", "transformers", "datasets", "peft")), flush=True)
     from .arch import supported_families
-    from .catalog import HUB_TASKS, OFFLINE_MODELS, OFFLINE_TASKS
+    from .catalog import HUB_TASKS, OBJECTIVES, OFFLINE_MODELS, OFFLINE_TASKS
     from .offline_models import describe
     from .utils import hub_reachable, is_quick, pick_device
 
@@ -47,6 +47,8 @@ def cmd_info(args) -> int:
     print(f"offline models: {', '.join(f'{k} ({v})' for k, v in OFFLINE_MODELS.items())}")
     print(f"offline model mpnet (all-mpnet-base-v2): {describe()}")
     print(f"offline tasks: {', '.join(OFFLINE_TASKS)}   hub tasks: {', '.join(HUB_TASKS)}")
+    print(f"objectives: {', '.join(OBJECTIVES)} (causal-lm: a decoder's next-token loss on the "
+          "clients' text, scored by perplexity; --set objective=causal-lm)")
     families = supported_families()
     print(f"model families ({len(families)}, each tested end to end; table = "
           "fedpft_lite.arch.ARCHITECTURES, discovered = read from the module structure): "
@@ -337,7 +339,11 @@ def cmd_run(args) -> int:
 
     h = run_federated(cfg, progress=not args.no_progress)
     print(h.to_frame().drop(columns=["clients"], errors="ignore").to_string())
-    print(f"final full-FM accuracy: {100 * h.final('fm_accuracy'):.2f} %")
+    if cfg.objective == "causal-lm":
+        print(f"final full-FM test perplexity: {h.final('fm_perplexity'):.2f} (next-token accuracy "
+              f"{100 * h.final('fm_accuracy'):.2f} %)")
+    else:
+        print(f"final full-FM accuracy: {100 * h.final('fm_accuracy'):.2f} %")
     if cfg.output_dir:
         print(f"history and results in {Path(cfg.output_dir).resolve()}/")
     return 0

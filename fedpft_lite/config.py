@@ -10,8 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .catalog import (AGGREGATIONS, CRITERIA, METHODS, OFFLINE_TASKS, PUBLIC_DATA_METHODS,  # noqa: F401
-                      SCHEMES, TASKS, task_source_error)
+from .catalog import (AGGREGATIONS, CRITERIA, IMAGE_TASKS, METHODS, OBJECTIVES, OFFLINE_TASKS,  # noqa: F401
+                      PUBLIC_DATA_METHODS, SCHEMES, TASKS, task_source_error)
 
 
 def _as_field_type(name: str, value):
@@ -57,6 +57,9 @@ class FedConfig:
     method: str = "fedpft"                 # fedpft | fedot | fedpetuning | fedot-kd | fedbiot | crash
     model: str = "minilm"                  # hub id, local folder, or "minilm" (offline default)
     task: str = "bbc-word-order"           # the offline default; see fedpft_lite.data.TASKS
+    # classification (a head on the pooled text / image) | causal-lm (a decoder's next-token loss
+    # on the clients' text, evaluated by perplexity; labels, if any, only group the examples)
+    objective: str = "classification"
     max_length: int = 64
     max_train: int | None = None           # seeded subsets (quick runs); None = all
     max_test: int | None = None
@@ -187,6 +190,7 @@ class FedConfig:
             raise ValueError("invalid FedConfig:\n  - " + "\n  - ".join(errors))
 
         need(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
+        need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         need(self.partition in SCHEMES, f"partition must be one of {SCHEMES}, got {self.partition!r}")
         need(self.aggregation in AGGREGATIONS, f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         need(self.criterion in CRITERIA, f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
@@ -235,7 +239,7 @@ class FedConfig:
         if self.max_train is not None:
             need(self.max_train >= self.num_clients,
                  f"max_train={self.max_train} is smaller than num_clients={self.num_clients}")
-        errors += self._task_option_errors()
+        errors += self._task_option_errors() + self._objective_errors()
         if errors:
             raise ValueError("invalid FedConfig:\n  - " + "\n  - ".join(errors))
         return self
@@ -287,6 +291,24 @@ class FedConfig:
                               "(FedOT-KD and FedBiOT distil the emulator on it, CRaSh clusters "
                               "layers on it), and public_fraction=0 with no public_file leaves "
                               "none: set public_fraction > 0 (e.g. 0.1) or give public_file=...")
+        return errors
+
+    def _objective_errors(self) -> list[str]:
+        """What cannot go with the objective: images or client batching for a language model,
+        a text-only file for a classifier."""
+        errors = []
+        text_file = isinstance(self.task, str) and self.task.lower().endswith(".txt")
+        if self.objective == "causal-lm":
+            if self.task in IMAGE_TASKS or self.image_column is not None:
+                errors.append(f"objective 'causal-lm' trains on text, and task {self.task!r} holds "
+                              "images: give a text task (bbc-news, a .txt/.csv file of texts)")
+            if self.client_parallelism != 1:
+                errors.append("client_parallelism > 1 (batched clients) is built for classification "
+                              "only: set client_parallelism=1 with objective 'causal-lm'")
+        elif text_file:
+            errors.append(f"task {self.task!r} is a .txt file: plain text with no labels, which only "
+                          "objective 'causal-lm' can use. Set objective=causal-lm, or give a "
+                          ".csv/.json file with a label column to train a classifier")
         return errors
 
     def task_options(self) -> dict:

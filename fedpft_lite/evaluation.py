@@ -1,9 +1,12 @@
 """Evaluation: accuracy of a classifier, and a frozen-feature linear probe (a difficulty reference)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from tqdm.auto import tqdm
 
+from .causal_lm import next_token_counts
 from .models import pool
 
 
@@ -14,20 +17,32 @@ def _to(batch: dict, device) -> dict:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, device="cpu", progress: bool = False,
              desc: str = "eval") -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``model`` over ``loader`` (model in eval mode)."""
+    """Accuracy and mean cross-entropy of ``model`` over ``loader`` (model in eval mode).
+
+    A causal language model (token ``labels``, one row per text) is scored per next token:
+    ``accuracy`` is the share of next tokens predicted exactly (top-1), ``loss`` the mean
+    next-token cross-entropy, ``perplexity`` its exponential and ``n`` the tokens scored."""
     was_training = model.training
     model.eval()
     correct = total = 0
-    loss_sum = 0.0
+    loss_sum, tokens = 0.0, False
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         batch = _to(batch, device)
         out = model(**batch)
         labels = batch["labels"]
+        if labels.dim() == 2:   # a language model's tokens
+            tokens = True
+            loss, right, scored = next_token_counts(out.logits, labels)
+            loss_sum, correct, total = loss_sum + loss, correct + right, total + scored
+            continue
         loss_sum += float(torch.nn.functional.cross_entropy(out.logits.float(), labels, reduction="sum"))
         correct += int((out.logits.argmax(-1) == labels).sum())
         total += len(labels)
     model.train(was_training)
-    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1), "n": total}
+    res = {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1), "n": total}
+    if tokens:
+        res["perplexity"] = math.exp(min(res["loss"], 50.0))   # exp(50) already means "none learned"
+    return res
 
 
 @torch.no_grad()

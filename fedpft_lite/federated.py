@@ -283,9 +283,10 @@ def setup(cfg: FedConfig, progress: bool = True, client_data: bool = True) -> Se
     their own partitions elsewhere, as Flower's clients do)."""
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    ds = load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test)
+    ds = load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test,
+                   objective=cfg.objective)
     names = label_names(ds)
-    fm, pre = load_foundation_model(cfg.model, num_labels=len(names), seed=cfg.seed)
+    fm, pre = load_foundation_model(cfg.model, num_labels=len(names), seed=cfg.seed, objective=cfg.objective)
     if modality(ds) != fm.modality:
         raise ValueError(f"task {cfg.task!r} holds {modality(ds)}s but model {cfg.model!r} is a "
                          f"{fm.modality} model; for images use model='vit-tiny-fmnist' (offline) "
@@ -294,7 +295,7 @@ def setup(cfg: FedConfig, progress: bool = True, client_data: bool = True) -> Se
         ds = type(ds)({k: v for k, v in ds.items() if k != "train"})
     if "public" in ds and cfg.max_public is not None and cfg.max_public < len(ds["public"]):
         ds["public"] = ds["public"].shuffle(seed=cfg.seed).select(range(cfg.max_public))
-    enc = encode(ds, pre, cfg.max_length)
+    enc = encode(ds, pre, cfg.max_length, causal_lm=cfg.objective == "causal-lm")
     parts = client_partitions(cfg, ds["train"]["label"]) if client_data else None
     method = get_method(cfg.method)
     public = enc.get("public")
@@ -430,6 +431,8 @@ def finish_round(server: Server, rnd: int, sampled: list[int], lr: float,
         plug_back(server.fm, server.global_state)
         fm_eval = evaluate(server.fm, server.test_loader, server.device)
         row.update(fm_accuracy=fm_eval["accuracy"], fm_loss=fm_eval["loss"])
+        if "perplexity" in fm_eval:   # a language model: accuracy is next-token top-1
+            row["fm_perplexity"] = fm_eval["perplexity"]
         if server.val_loader is not None and rnd == cfg.rounds:   # settings are chosen on the
             # final validation accuracy, never on the test split
             row["fm_val_accuracy"] = evaluate(server.fm, server.val_loader, server.device)["accuracy"]

@@ -38,7 +38,8 @@ def add_lora(model: FMClassifier, settings: LoraSettings = LoraSettings(), layer
     """Inject LoRA into the attention projections of ``layers``, in place. By default: all
     layers, except for a FedOT emulator, where only its adapter layers are trained.
 
-    Afterwards only LoRA's A/B matrices and the classifier head have ``requires_grad``; the
+    Afterwards only LoRA's A/B matrices and the classifier head have ``requires_grad`` (a causal
+    language model has no trainable head: LoRA only, its LM head stays frozen); the
     backbone (embeddings, attention weights, FFN, LayerNorms) is frozen. LoRA's A matrices are
     initialised from ``seed`` (B starts at zero, so the model's outputs are unchanged).
     """
@@ -49,7 +50,8 @@ def add_lora(model: FMClassifier, settings: LoraSettings = LoraSettings(), layer
     targets = attention_module_names(model.backbone, prefix="backbone.", layer_indices=layers)
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, bias="none")
-    fork = [model.classifier.weight.device] if model.classifier.weight.is_cuda else []
+    device = next(model.parameters()).device
+    fork = [device] if device.type == "cuda" else []
     was_training = model.training
     with torch.random.fork_rng(devices=fork):
         torch.manual_seed(seed)

@@ -135,17 +135,9 @@ class FMClassifier(nn.Module):
         ``fedpft_lite.json`` stores what the config cannot: head settings, the per-layer FFN
         widths of a compressed sub-FM and the FM layer indices an emulator keeps.
         """
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(folder)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS_FILE))
         meta = {"num_labels": self.num_labels, "pooling": self.pooling,
                 "dropout": self.dropout.p, "structure": self.structure}
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
-        if preprocessor is not None:
-            preprocessor.save_pretrained(folder)
-        return folder
+        return write_model_folder(self, folder, meta, preprocessor)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "FMClassifier":
@@ -164,6 +156,22 @@ class FMClassifier(nn.Module):
         apply_structure(model, meta["structure"])
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
         return model.eval()
+
+
+def write_model_folder(model: nn.Module, folder: str | os.PathLike, meta: dict, preprocessor=None,
+                       skip: tuple[str, ...] = ()) -> Path:
+    """The folder a model of this package saves to: its config, its weights (the state dict
+    less ``skip``, e.g. a head tied to the embeddings) as safetensors, ``meta`` as
+    ``fedpft_lite.json`` and, when given, the tokenizer / image processor."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in skip}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+    if preprocessor is not None:
+        preprocessor.save_pretrained(folder)
+    return folder
 
 
 def linearise_conv1d(backbone: nn.Module) -> int:
@@ -290,7 +298,7 @@ def resolve_model_source(name_or_path: str) -> tuple[str, bool]:
 
 def load_foundation_model(name_or_path: str = DEFAULT_MODEL, num_labels: int = 2, *,
                           pooling: str | None = None, dropout: float = 0.1, seed: int = 0,
-                          dtype: torch.dtype | None = None):
+                          dtype: torch.dtype | None = None, objective: str = "classification"):
     """Load a foundation model with a fresh classification head, and its preprocessor.
 
     Args:
@@ -303,15 +311,27 @@ def load_foundation_model(name_or_path: str = DEFAULT_MODEL, num_labels: int = 2
             checkpoints and BEiT-style mean-pooled families, ``"cls"`` otherwise
             (:func:`default_pooling`).
         seed: seeds the head's initialisation only (same seed, same head).
+        objective: ``"classification"`` (the default: a fresh head of ``num_labels`` classes) or
+            ``"causal-lm"``: a decoder with its own LM head, for next-token fine-tuning
+            (:class:`fedpft_lite.causal_lm.FMLanguageModel`; ``num_labels`` and ``pooling`` unused).
 
     Returns:
-        ``(model, preprocessor)``: an :class:`FMClassifier` in eval mode and the tokenizer (text)
-        or image processor (vision).
+        ``(model, preprocessor)``: an :class:`FMClassifier` (or ``FMLanguageModel``) in eval mode
+        and the tokenizer (text) or image processor (vision).
     """
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
     source, local = resolve_model_source(name_or_path)
     folder = Path(source)
+    if objective == "causal-lm":
+        from .causal_lm import load_language_model, prepare_tokenizer
+        model = load_language_model(source, local, dtype)
+        return model, prepare_tokenizer(AutoTokenizer.from_pretrained(source, local_files_only=local))
+    if objective != "classification":
+        raise ValueError(f"objective must be 'classification' or 'causal-lm', got {objective!r}")
+    if (folder / META_FILE).exists() and json.loads((folder / META_FILE).read_text()).get("objective") == "causal-lm":
+        raise ValueError(f"{folder} holds a language model saved by this package: load it with "
+                         "objective='causal-lm'")
     if (folder / META_FILE).exists():  # a model this package saved (sub-FM, emulator, tuned FM)
         if not any((folder / f).exists() for f in PREPROCESSOR_FILES):
             raise FileNotFoundError(f"{folder} holds a model saved by FMClassifier.save_pretrained but "

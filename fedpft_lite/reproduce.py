@@ -35,7 +35,7 @@ NOT_IN_KEY = {"output_dir", "resume", "overwrite", "device", "eval_batch_size", 
 #: Fields added to FedConfig after results were first stored, with their defaults: part of a key
 #: only when set otherwise, so the keys (and stored runs) of earlier configs stay valid.
 ADDED_LATER = {k: getattr(FedConfig(), k) for k in ("align_before_steps", "client_parallelism",
-                                                     *TASK_OPTIONS)}
+                                                     "objective", *TASK_OPTIONS)}
 #: Bumped when the engine changes what a run with an unchanged config computes, so such runs are
 #: never reused: 2 = neuron-level alignment skips the last round and also trains b_out and the
 #: post-FFN LayerNorm (results of engine 1 are archived in data/results/archive/).

@@ -33,6 +33,8 @@ def checkpoint_file(out: str | Path) -> Path:
 def config_differences(saved: dict, cfg: FedConfig) -> list[str]:
     """Fields (other than :data:`RESUME_FREE`) in which ``cfg`` differs from a saved config."""
     b = cfg.to_dict()
+    # a field added after the checkpoint was written had its default there
+    saved = {**{k: v for k, v in FedConfig().to_dict().items() if k not in saved}, **saved}
     return sorted(k for k in set(saved) | set(b) if k not in RESUME_FREE and saved.get(k) != b.get(k))
 
 

@@ -79,8 +79,9 @@ def _proxy(folder: Path, sha: str, cfg, device):
                              f"run's server published ({sha[:12]}...): copy the current one")
         for k in [k for k in _CACHE if k[0] == "proxy"]:   # one proxy per process
             del _CACHE[k]
-        num_labels = json.loads((folder / META_FILE).read_text())["num_labels"]
-        proxy, pre = load_foundation_model(str(folder), num_labels=num_labels)
+        meta = json.loads((folder / META_FILE).read_text())
+        proxy, pre = load_foundation_model(str(folder), num_labels=meta.get("num_labels", 2),
+                                           objective=meta.get("objective", "classification"))
         add_proxy_lora(proxy, cfg)
         proxy.to(device)
         # The published sub-FFN weights, restored before every patch (stateless clients).
@@ -92,12 +93,14 @@ def _proxy(folder: Path, sha: str, cfg, device):
 def _partition(cfg, pre, sha: str, k: int):
     key = ("data", sha, cfg.task, cfg.max_train, cfg.max_test, cfg.max_length, cfg.num_clients,
            cfg.partition, cfg.alpha, cfg.labels_per_client, cfg.min_client_size, cfg.seed,
-           tuple(cfg.task_options().items()))
+           cfg.objective, tuple(cfg.task_options().items()))
     if key not in _CACHE:
         for old in [c for c in _CACHE if c[0] == "data"]:
             del _CACHE[old]
-        ds = load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test)
-        _CACHE[key] = (encode(ds["train"], pre, cfg.max_length), client_partitions(cfg, ds["train"]["label"]))
+        ds = load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test,
+                       objective=cfg.objective)
+        _CACHE[key] = (encode(ds["train"], pre, cfg.max_length, causal_lm=cfg.objective == "causal-lm"),
+                       client_partitions(cfg, ds["train"]["label"]))
     train, parts = _CACHE[key]
     return train.select(parts[k])
 
