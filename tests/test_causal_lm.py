@@ -6,7 +6,8 @@ file written here), the models are not pretrained, so perplexities are near the 
 and only their direction and bookkeeping are checked. What is checked: the wrapper computes the
 family's own logits and loss; the sub-FM at keep 1.0 is exact and clients send LoRA only; a
 language model's sub-FM saves and reloads (tied head included); every real next token is scored
-once; FedPFT and FedOT run from the command line on a text file with perplexity in the history;
+once; FedPFT and FedOT run from the command line on a text file with perplexity in the history,
+the other four methods in process;
 clients can be non-IID by a column of your file; bad combinations are refused before any model
 loads.
 """
@@ -24,7 +25,7 @@ from fedpft_lite.compression import compress_ffn
 from fedpft_lite.config import FedConfig
 from fedpft_lite.data import Collator, encode, load_task, make_loader
 from fedpft_lite.evaluation import evaluate
-from fedpft_lite.federated import client_partitions
+from fedpft_lite.federated import client_partitions, run_federated
 from fedpft_lite.lora import add_lora, plug_back, trainable_state
 from fedpft_lite.models import load_foundation_model
 from fedpft_lite.training import local_train
@@ -149,6 +150,16 @@ def test_a_decoder_fine_tunes_on_a_text_file_from_the_command_line(method, lm_fo
     assert rows[-1]["fm_perplexity"] < rows[0]["fm_perplexity"]   # training on the text helped
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["objective"] == "causal-lm" and results["labels"] == {"0": "all"}
+
+
+@pytest.mark.parametrize("method", ["fedpetuning", "fedot-kd", "fedbiot", "crash"])
+def test_every_other_method_fine_tunes_a_language_model(method, lm_folder):
+    cfg = FedConfig(method=method, model=str(lm_folder), task="bbc-news", objective="causal-lm", num_clients=4,
+                    fraction=0.5, rounds=2, align_before_steps=3, align_steps=2, lr=3e-3, max_train=80, max_test=20,
+                    max_public=32, max_length=24, batch_size=8, device="cpu").validate()
+    rows = run_federated(cfg, progress=False)
+    assert [r["round"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["fm_perplexity"]) and r["bytes_up"] > 0 for r in rows)
 
 
 def test_clients_can_be_non_iid_by_a_column_of_your_file(tmp_path):
