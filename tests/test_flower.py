@@ -197,7 +197,8 @@ def test_a_run_that_stops_before_round_1_is_started_again_and_one_that_got_furth
     simulation before round 1: run_simulation starts it again, up to START_ATTEMPTS in all. A run
     that wrote a newer checkpoint failed for a reason of its own: it is reported at once."""
     from fedpft_lite.flower import simulation
-    monkeypatch.setattr(simulation.time, "sleep", lambda s: None)
+    pauses = []
+    monkeypatch.setattr(simulation.time, "sleep", pauses.append)
     cfg = FedConfig(method="fedot", max_train=40, num_clients=2, rounds=2, output_dir=str(tmp_path / "run"))
     attempts = []
 
@@ -210,8 +211,14 @@ def test_a_run_that_stops_before_round_1_is_started_again_and_one_that_got_furth
         return None
 
     monkeypatch.setattr(simulation, "_run_once", fails_twice)
-    assert list(run_simulation(cfg)) == [] and len(attempts) == 3
+    assert list(run_simulation(cfg)) == [] and len(attempts) == 3 and pauses == [15, 30]
     assert capsys.readouterr().err.count("stopped before finishing round 1") == 2
+
+    attempts.clear(), pauses.clear()
+    monkeypatch.setattr(simulation, "_run_once", lambda *args: attempts.append(1) or "no history (node timed out)")
+    with pytest.raises(RuntimeError, match="node timed out"):
+        run_simulation(cfg.replace(output_dir=str(tmp_path / "never")))
+    assert len(attempts) == simulation.START_ATTEMPTS == 5 and pauses == [15, 30, 60, 120]
 
     attempts.clear()
     cfg = cfg.replace(output_dir=str(tmp_path / "run2"))

@@ -34,8 +34,10 @@ from ..config import FedConfig
 from ..history import History
 
 CONNECTION = "fedpft-lite"   # the SuperLink connection's name in $FLWR_HOME/config.toml
-#: How often a run that stopped before round 1 (Ray failing to start on a busy machine) is started.
-START_ATTEMPTS = 3
+#: How often a run that stopped before round 1 (Ray failing to start on a busy machine) is started,
+#: with pauses of 15, 30, 60 and 120 s between: three attempts within a minute all failed on the
+#: 2-core machine at load average 6.8 (two busy loops, CI's tests and two more jobs).
+START_ATTEMPTS = 5
 
 
 def _free_port() -> int:
@@ -150,7 +152,7 @@ def run_simulation(cfg: FedConfig, *, client_cpus: float = 1, client_gpus: float
         # pause that grows). A run that got somewhere (a checkpoint newer than before) failed for
         # a reason of its own and is reported as it is.
         if attempt < START_ATTEMPTS and _progress(out) == before:
-            pause = 15 * attempt
+            pause = 15 * 2 ** (attempt - 1)   # a busy spell may last minutes: wait longer each time
             print(f"fedpft_lite.flower: attempt {attempt} of {START_ATTEMPTS} stopped before finishing round 1 "
                   f"({failure.splitlines()[0]}); Ray or Flower may have failed to start on a busy machine, "
                   f"so it is started again in {pause} s. That attempt's log:\n{failure}",
