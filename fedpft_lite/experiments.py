@@ -207,6 +207,15 @@ LITE_VISION = dict(LITE_TOPICS, model="vit-tiny-fmnist", task="digits", max_trai
 #: 300 layer-level steps. lr 1e-3, near the paper's 8e-4: 3e-3 diverged on validation.
 LITE_MPNET = dict(LITE_TEXT, model="mpnet", max_length=48, max_train=2000, max_test=1000,
                   local_epochs=1, lr=1e-3, align_before_steps=300)
+#: The demo's size (``fedpft-lite demo``; notebooks 04 and 05 run it live): lite Table 1's cells on
+#: 800 training sentences over 4 clients, 2 per round, 5 rounds of 1 epoch, 400 test sentences,
+#: 40 layer-level and 10 neuron-level steps. Chosen on the validation split as the smallest of
+#: the sizes tried whose three validation accuracies stood apart by more than that split's noise
+#: (scripts/choose_demo_size.py); about 5 minutes on a slow 2-core CPU.
+DEMO_SETTINGS = dict(model="minilm", task="bbc-word-order", max_train=800, max_test=400,
+                     max_public=512, num_clients=4, fraction=0.5, partition="iid", rounds=5,
+                     local_epochs=1, lr=3e-3, batch_size=16, align_before_steps=40, align_steps=10,
+                     align_every=2, eval_every=6, eval_proxy="final")
 LITE_T = (1, 2, 4)           # lite stand-ins for the paper's t = 5 / 10 / 20 (10 rounds, not 100)
 LITE_STEPS = (20, 100)       # neuron-level distillation steps per alignment (dose-response)
 LITE_NOTES = ("lite scale: MiniLM (22.7 M parameters, 6 layers) on bbc-word-order sentences, not "
@@ -239,6 +248,10 @@ def _lite_experiments() -> list[Experiment]:
         Experiment("lite/table1", "table1", "Table 1 lite: MiniLM on bbc-word-order, IID, three methods",
                    LITE_TEXT, _method_cells(), reference="FedPETuning", scale="lite",
                    paper_columns=_BERT_T1, notes=LITE_NOTES, comparisons=T1_PAIRS),
+        Experiment("lite/demo", "table1", "The demo's size: lite Table 1's three methods on 800 sentences, "
+                   "5 rounds (fedpft-lite demo's runs; one seed, minutes on a CPU)",
+                   dict(DEMO_SETTINGS, device="auto"), _method_cells(), seeds=(0,),
+                   reference="FedPETuning", scale="lite", notes=LITE_NOTES, comparisons=T1_PAIRS),
         Experiment("lite/table2", "table2", "Table 2 lite: MiniLM on bbc-word-order, Dirichlet alpha 1 / 5 / 10",
                    LITE_TEXT, _alpha_cells(ALPHAS), scale="lite",
                    paper_columns=(("paper BERT-base SST-2", "table2", "BERT-base", "SST-2"),

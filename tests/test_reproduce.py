@@ -15,9 +15,9 @@ from fedpft_lite.results import (comparison_table, cost_table, describe_comparis
 
 # -- registry ----------------------------------------------------------------------------------
 def test_every_entry_resolves_to_a_valid_config_for_every_cell_and_seed():
-    assert len(REGISTRY) == 32
+    assert len(REGISTRY) == 33
     assert {e.name for e in list_experiments("lite")} == {
-        "lite/table1", "lite/table2", "lite/ablation", "lite/params", "lite/neuron-steps",
+        "lite/table1", "lite/demo", "lite/table2", "lite/ablation", "lite/params", "lite/neuron-steps",
         "lite/table1-gap", "lite/table1-mpnet", "lite/ablation-mpnet", "lite/topics", "lite/vision", "lite/neighbourhood",
         "lite/neighbourhood-vision", "lite/gap-budget", "lite/gap-rounds"}
     for exp in REGISTRY.values():
