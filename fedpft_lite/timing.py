@@ -22,13 +22,27 @@ from .training import train_step
 DISTIL_STEP_COST = 3
 
 
+def data_sizes(cfg) -> tuple[int, int]:
+    """Training and test examples a run uses: its caps ``max_train`` / ``max_test``, or where one
+    is None (the whole split, as the vision experiments run) the task's own size, read by loading
+    the task (offline tasks are cached, so this is quick after the first time)."""
+    if cfg.max_train is not None and cfg.max_test is not None:
+        return cfg.max_train, cfg.max_test
+    from .data import load_task
+
+    ds = load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test,
+                   objective=cfg.objective)
+    return len(ds["train"]), len(ds["test"])
+
+
 def run_counts(cfg) -> dict:
     """The numbers of client training steps, distillation steps and evaluation batches a run makes."""
     cfg = cfg.resolved()
-    per_client = math.ceil(cfg.max_train / cfg.num_clients / cfg.batch_size) * cfg.local_epochs
+    n_train, n_test = data_sizes(cfg)
+    per_client = math.ceil(n_train / cfg.num_clients / cfg.batch_size) * cfg.local_epochs
     aligned = sum(is_alignment_round(r, cfg.align_every, cfg.rounds) for r in range(1, cfg.rounds + 1))
     distil = cfg.layer_level_steps * cfg.aligns_before + cfg.align_steps * aligned * cfg.aligns_during
-    evals = math.ceil(cfg.rounds / cfg.eval_every) * math.ceil(cfg.max_test / cfg.eval_batch_size)
+    evals = math.ceil(cfg.rounds / cfg.eval_every) * math.ceil(n_test / cfg.eval_batch_size)
     evals *= 2 if cfg.eval_proxy == "every" else 1
     return {"client_steps": cfg.rounds * cfg.clients_per_round * per_client, "distil_steps": distil,
             "eval_batches": evals}

@@ -1,5 +1,7 @@
 """fedpft_lite/timing.py: the run's counts come from its config, and the calibration times the
 model without changing it. (What a number of seconds is depends on the machine: no test asserts one.)"""
+import math
+
 import torch
 
 from fedpft_lite.config import FedConfig
@@ -22,6 +24,16 @@ def test_run_counts_follow_the_schedule():
     assert n["eval_batches"] == 3 * 3
     assert run_counts(cfg.replace(eval_proxy="every"))["eval_batches"] == 2 * 3 * 3
     assert run_counts(cfg.replace(method="fedpetuning"))["distil_steps"] == 0
+
+
+def test_an_uncapped_run_is_counted_from_the_tasks_own_split_sizes():
+    # the vision experiments use whole splits (max_train=None): notebook 07's full setting
+    cfg = FedConfig(method="fedpetuning", task="digits", model="vit-tiny-fmnist", max_train=None, max_test=None,
+                    num_clients=10, fraction=0.5, rounds=2, batch_size=16, eval_every=1, eval_proxy="final")
+    ds = load_task("digits")
+    per_client = math.ceil(len(ds["train"]) / 10 / 16)
+    assert run_counts(cfg)["client_steps"] == 2 * 5 * per_client
+    assert run_counts(cfg)["eval_batches"] == 2 * math.ceil(len(ds["test"]) / 64)
 
 
 def test_calibration_leaves_the_model_as_it_was(tiny_model):
