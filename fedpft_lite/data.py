@@ -448,6 +448,13 @@ def load_task(name: str = DEFAULT_TASK, *, text_column: str = "text", text_pair_
     return ds
 
 
+def load_task_for(cfg) -> DatasetDict:
+    """The task a :class:`~fedpft_lite.config.FedConfig` runs on: its task, file options, caps and
+    objective (the server, each Flower client and the time estimate read the same data)."""
+    return load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test,
+                     objective=cfg.objective)
+
+
 # -- preprocessing and batching -----------------------------------------------------------------
 def encode(ds: DatasetDict | Dataset, preprocessor, max_length: int = 64, causal_lm: bool = False):
     """Tokenise text (no padding: batches are padded dynamically) or attach an image transform.

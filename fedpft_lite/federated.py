@@ -41,7 +41,7 @@ from .aggregation import fedavg
 from .alignment import activation_statistics, public_part
 from .config import FedConfig
 from .batched import local_train_batched
-from .data import Collator, encode, label_names, load_task, make_loader, modality
+from .data import Collator, encode, label_names, load_task_for, make_loader, modality
 from .evaluation import evaluate
 from .history import History
 from .lora import LoraSettings, add_lora, load_trainable_state, plug_back, state_bytes, trainable_state
@@ -283,8 +283,7 @@ def setup(cfg: FedConfig, progress: bool = True, client_data: bool = True) -> Se
     their own partitions elsewhere, as Flower's clients do)."""
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    ds = load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test,
-                   objective=cfg.objective)
+    ds = load_task_for(cfg)
     names = label_names(ds)
     fm, pre = load_foundation_model(cfg.model, num_labels=len(names), seed=cfg.seed, objective=cfg.objective)
     if modality(ds) != fm.modality:

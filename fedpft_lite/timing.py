@@ -28,10 +28,9 @@ def data_sizes(cfg) -> tuple[int, int]:
     the task (offline tasks are cached, so this is quick after the first time)."""
     if cfg.max_train is not None and cfg.max_test is not None:
         return cfg.max_train, cfg.max_test
-    from .data import load_task
+    from .data import load_task_for
 
-    ds = load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test,
-                   objective=cfg.objective)
+    ds = load_task_for(cfg)
     return len(ds["train"]), len(ds["test"])
 
 

@@ -23,7 +23,7 @@ from flwr.clientapp import ClientApp
 
 from ..alignment import apply_ffn_patch, ffn_patch
 from ..compression import compressed_layers
-from ..data import encode, load_task
+from ..data import encode, load_task_for
 from ..federated import add_proxy_lora, client_partitions, client_update
 from ..models import META_FILE, WEIGHTS_FILE, load_foundation_model
 from ..utils import pick_device
@@ -97,8 +97,7 @@ def _partition(cfg, pre, sha: str, k: int):
     if key not in _CACHE:
         for old in [c for c in _CACHE if c[0] == "data"]:
             del _CACHE[old]
-        ds = load_task(cfg.task, **cfg.task_options(), max_train=cfg.max_train, max_test=cfg.max_test,
-                       objective=cfg.objective)
+        ds = load_task_for(cfg)
         _CACHE[key] = (encode(ds["train"], pre, cfg.max_length, causal_lm=cfg.objective == "causal-lm"),
                        client_partitions(cfg, ds["train"]["label"]))
     train, parts = _CACHE[key]
