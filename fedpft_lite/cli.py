@@ -357,7 +357,7 @@ def cmd_reproduce(args) -> int:
         return 0
     exp = get_experiment(args.name)          # an unknown name fails here, before pandas or torch
     from .reproduce import load_summary, plan, reproduce
-    from .results import comparison_table, describe_comparisons, extra_seed_note, to_markdown
+    from .results import METRIC_NAMES, comparison_table, describe_comparisons, extra_seed_note, to_markdown
 
     quick = args.quick or is_quick()
     if args.table_only:
@@ -370,6 +370,8 @@ def cmd_reproduce(args) -> int:
                             cells=args.cells, allow_cpu=args.allow_cpu, progress=not args.no_progress, verbose=True,
                             command="fedpft-lite " + " ".join(sys.argv[1:]))
     print(f"\n{exp.description} ({', '.join(exp.notes) if exp.scale == 'lite' else exp.needs})")
+    if exp.metric != "fm_accuracy":     # the table below is not a test result: say so
+        print(f"accuracies on the {METRIC_NAMES[exp.metric]} split ({exp.metric}), where settings are chosen")
     if note := extra_seed_note(exp, summary):
         print(note)
     print(to_markdown(comparison_table(exp, summary)))

@@ -77,6 +77,10 @@ class Experiment:
     #: set bytes, client parameters and seconds per round beside accuracy in the table
     #: (``results.cost_table``): for experiments that compare what methods cost, not only reach
     costs: bool = False
+    #: the summary column its table and verdicts read: ``fm_accuracy`` (test) for experiments that
+    #: report a result, ``fm_val_accuracy`` (validation) for those that choose a setting or explain
+    #: one (the gap curves, the neuron-level dose): settings are chosen on validation, never on test
+    metric: str = "fm_accuracy"
 
     def config(self, cell: Cell | str, seed: int, **changes) -> FedConfig:
         """The full, validated config of one cell and seed."""
@@ -272,7 +276,8 @@ def _lite_experiments() -> list[Experiment]:
         Experiment("lite/neuron-steps", "dose", "Neuron-level alignment's dose-response: distillation "
                    f"steps per alignment {'/'.join(map(str, (0,) + LITE_STEPS))} (choose on validation)",
                    LITE_TEXT, _step_cells(LITE_STEPS), reference="steps=0", scale="lite", notes=LITE_NOTES,
-                   comparisons=tuple((f"steps={n}", "steps=0") for n in LITE_STEPS)),
+                   comparisons=tuple((f"steps={n}", "steps=0") for n in LITE_STEPS),
+                   metric="fm_val_accuracy"),
         # Pre-registered 2026-12-05, before any of its new runs started (issue 27): how many seeds
         # make the 95 % interval of FedPETuning - FedPFT at most +-2 points? lite/table1's 3 seeds
         # give same-seed differences +4.15, +1.05, +3.75 (sd 1.69); half-width t_{n-1} sd / sqrt(n)
@@ -336,12 +341,13 @@ def _gap_experiments() -> list[Experiment]:
         Experiment("lite/gap-budget", "gap", "FedPETuning - FedPFT against FedPFT's layer-level "
                    "alignment steps and keep ratio (lite Table 1's settings otherwise; read on validation)",
                    LITE_TEXT, _gap_cells(), seeds=(0, 1), reference="FedPETuning", scale="lite",
-                   notes=LITE_NOTES, comparisons=tuple(("FedPETuning", c) for c in ("FedPFT",) + GAP_CURVES)),
+                   notes=LITE_NOTES, comparisons=tuple(("FedPETuning", c) for c in ("FedPFT",) + GAP_CURVES),
+                   metric="fm_val_accuracy"),
         Experiment("lite/gap-rounds", "gap", "FedPETuning - FedPFT against rounds: both methods for "
                    "20 rounds, evaluated every round (read on validation)",
                    dict(LITE_TEXT, rounds=20, eval_every=1), _method_cells(("FedPETuning", "FedPFT")),
                    seeds=(0, 1), reference="FedPETuning", scale="lite", notes=LITE_NOTES,
-                   comparisons=(("FedPETuning", "FedPFT"),)),
+                   comparisons=(("FedPETuning", "FedPFT"),), metric="fm_val_accuracy"),
     ]
 
 

@@ -245,8 +245,12 @@ def reproduce(name: str | Experiment, root: str | Path = "outputs/reproduce", se
         res = json.loads(done.read_text())
         rows.append(_row(exp, cell, seed, key, dev.type, res, run_dir))
         if verbose:
-            print(f"[{i}/{len(todo)}] {cell}, seed {seed}: FM accuracy {100 * res['fm_accuracy']:.2f} % "
-                  f"({status})", flush=True)
+            # the experiment's own metric first: a validation-read experiment shows validation
+            read = (f"FM validation accuracy {100 * res['fm_val_accuracy']:.2f} % (test "
+                    f"{100 * res['fm_accuracy']:.2f} %)" if exp.metric == "fm_val_accuracy"
+                    and res.get("fm_val_accuracy") is not None else
+                    f"FM accuracy {100 * res['fm_accuracy']:.2f} %")
+            print(f"[{i}/{len(todo)}] {cell}, seed {seed}: {read} ({status})", flush=True)
         write_summary(out, rows)
     call.update(finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"), wall_seconds=round(time.time() - t0, 1),
                 computed=computed, reused=len(todo) - computed)

@@ -145,11 +145,12 @@ def extra_seeds(exp: str | Experiment, summary: pd.DataFrame) -> list[int]:
 
 
 def extra_seed_note(exp: str | Experiment, summary: pd.DataFrame,
-                    metric: str = "fm_accuracy") -> str | None:
+                    metric: str | None = None) -> str | None:
     """None when ``summary`` holds only registered seeds; else a paragraph that says which seeds
     the registry did not name, that the table and verdicts leave them out, and what the
     comparisons would be with them included (reported apart, never folded into the verdict)."""
     exp = get_experiment(exp) if isinstance(exp, str) else exp
+    metric = metric or exp.metric
     extra = extra_seeds(exp, summary)
     if not extra:
         return None
@@ -161,13 +162,16 @@ def extra_seed_note(exp: str | Experiment, summary: pd.DataFrame,
 
 
 def comparison_table(experiment: str | Experiment, summary: pd.DataFrame,
-                     metric: str = "fm_accuracy", seeds: str = "registered") -> pd.DataFrame:
+                     metric: str | None = None, seeds: str = "registered") -> pd.DataFrame:
     """One row per cell: our mean over seeds with its 95 % interval; the same-seed difference to
     the reference cell with its interval and a verdict in words ("better", "worse", "not
     distinguishable"); the paper's value and gap for each of the experiment's paper columns; and,
     for an experiment with ``costs``, :func:`cost_table` beside them. Only the registered seeds
-    count unless ``seeds`` says otherwise (:func:`extra_seed_note` reports the rest apart)."""
+    count unless ``seeds`` says otherwise (:func:`extra_seed_note` reports the rest apart).
+    ``metric`` defaults to the experiment's own (``Experiment.metric``: test, or validation for
+    the experiments that choose or explain a setting)."""
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    metric = metric or exp.metric
     summary = _rows_of(exp, summary, seeds)
     if summary.empty:
         raise ValueError(f"the summary holds no rows of {exp.name}")
@@ -194,11 +198,12 @@ def comparison_table(experiment: str | Experiment, summary: pd.DataFrame,
 
 
 def describe_comparisons(experiment: str | Experiment, summary: pd.DataFrame,
-                         metric: str = "fm_accuracy", seeds: str = "registered") -> list[str]:
+                         metric: str | None = None, seeds: str = "registered") -> list[str]:
     """One sentence per pair in the experiment's ``comparisons`` whose cells have results: the
     same-seed difference with its 95 % interval and whether the two are distinguishable (over
     the registered seeds unless ``seeds`` says otherwise)."""
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    metric = metric or exp.metric
     summary = _rows_of(exp, summary, seeds)
     have = set(summary.cell)
     return [describe_difference(paired(summary, a, b, metric), a, b)
@@ -244,18 +249,19 @@ METRIC_NAMES = {"fm_accuracy": "test", "fm_val_accuracy": "validation"}
 
 
 def results_markdown(experiment: str | Experiment, summary: pd.DataFrame | None = None,
-                     metric: str = "fm_accuracy") -> str:
+                     metric: str | None = None) -> str:
     """The Markdown block the README shows for one committed experiment, computed from its
     summary (default: the committed one): per cell the mean with its 95 % interval, the seed
     count and every seed's value; the paper's values; for an experiment with ``costs`` the MiB
     down per round and the parameters a client holds; then each comparison in words and, when the
     summary holds seeds the registry did not name, the note that reports them apart. The README
     carries these blocks verbatim (``tests/test_readme_results.py``), so its numbers are the data's.
-    ``metric`` is the final full-FM accuracy on test (default) or ``fm_val_accuracy`` (validation,
-    where settings are chosen); the table's first header says which."""
+    ``metric`` is the final full-FM accuracy on test or ``fm_val_accuracy`` (validation, where
+    settings are chosen); by default the experiment's own; the table's first header says which."""
+    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    metric = metric or exp.metric
     if metric not in METRIC_NAMES:
         raise ValueError(f"metric must be one of {sorted(METRIC_NAMES)}, got {metric!r}")
-    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
     everything = committed_summary(exp.name, seeds="all") if summary is None else summary
     if everything is None:
         raise FileNotFoundError(f"no committed summary for {exp.name} under {COMMITTED_ROOT}")

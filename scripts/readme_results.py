@@ -32,7 +32,7 @@ BLOCK = re.compile(r"(<!-- results (?P<name>\S+)(?: (?P<metric>\S+))? -->\n)(?P<
 def generated(name: str, metric: str | None = None) -> str:
     sys.path.insert(0, str(ROOT))
     from fedpft_lite.results import results_markdown
-    return results_markdown(name, metric=metric or "fm_accuracy")
+    return results_markdown(name, metric=metric)   # None: the experiment's own (Experiment.metric)
 
 
 def blocks(text: str) -> list[tuple[str, str]]:

@@ -142,6 +142,23 @@ def test_a_cell_that_is_the_reference_s_runs_says_so_instead_of_a_verdict():
     assert comparison_table("lite/params", summary)["Δ verdict"]["p=0.5"] == "not distinguishable"
 
 
+def test_an_experiment_that_chooses_or_explains_a_setting_is_read_on_validation():
+    """The gap curves and the neuron-level dose are read on validation (settings are chosen there);
+    their table, verdicts and README block must not quietly fall back to the test column."""
+    from fedpft_lite.results import METRIC_NAMES, results_markdown
+    assert all(e.metric in METRIC_NAMES for e in REGISTRY.values())
+    assert {e.name for e in REGISTRY.values() if e.metric == "fm_val_accuracy"} == {
+        "lite/neuron-steps", "lite/gap-budget", "lite/gap-rounds"}
+    summary = _fake_summary("lite/gap-budget", {"FedPETuning": [0.80, 0.82], "FedPFT": [0.70, 0.74]})
+    summary["fm_val_accuracy"] = summary["fm_accuracy"] - [0.0, 0.0, 0.10, 0.10]  # validation gap 20, 18
+    df = comparison_table("lite/gap-budget", summary)
+    assert df.loc["FedPFT", "ours %"] == pytest.approx(62.0)           # validation, not test's 72
+    assert df.loc["FedPFT", "Δ vs FedPETuning"] == pytest.approx(-19.0)
+    assert comparison_table("lite/gap-budget", summary, "fm_accuracy").loc["FedPFT", "ours %"] == pytest.approx(72.0)
+    assert describe_comparisons("lite/gap-budget", summary)[0].startswith("FedPETuning − FedPFT = +19.00 points")
+    md = results_markdown("lite/gap-budget", summary)
+    assert md.startswith("| lite/gap-budget (validation) |") and "| FedPFT | 62.00 ±" in md
+
 # -- runner ----------------------------------------------------------------------------------
 @pytest.fixture
 def tiny_experiment(tiny_model):
