@@ -65,21 +65,46 @@ def _layer_distances(teacher, student, loader, layers, device, max_batches=None)
 def distill(teacher, student, loader, layers: list[int], params: list[torch.nn.Parameter],
             steps: int, lr: float, device, warmup: float = 0.05, grad_masks: dict | None = None,
             progress: bool = False, desc: str = "distil",
-            teacher_layers: list[int] | None = None) -> list[float]:
+            teacher_layers: list[int] | None = None, checkpoint: Path | None = None,
+            checkpoint_every: int = 50) -> list[float]:
     """AdamW on ``params`` for ``steps`` batches (cycling ``loader``), linear decay after a
     ``warmup`` fraction. ``grad_masks`` (param -> 0/1 tensor) zero the gradient of frozen
     entries; with no weight decay, AdamW then leaves them bit-identical. ``teacher_layers``: see
-    :func:`distillation_loss`. Returns the loss curve."""
+    :func:`distillation_loss`. Returns the loss curve.
+
+    ``checkpoint`` (a file): every ``checkpoint_every`` steps the parameters, the optimiser, the
+    schedule and the curve so far are saved there, and a call that finds the file continues from
+    it: the loader's batches up to that step are drawn again without computing (a fresh loader
+    with the same seed gives the same order), so an interrupted distillation ends where an
+    uninterrupted one does. A long alignment on a slow machine then survives its process."""
     teacher.eval()
     student.eval()  # no dropout: the distillation target and the student are deterministic
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     n_warm = max(1, int(warmup * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / n_warm if s < n_warm else max(0.0, (steps - s) / max(1, steps - n_warm)))
-    curve, step = [], 0
-    bar = tqdm(total=steps, desc=desc, leave=False, disable=not progress)
+    curve, step, start = [], 0, 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved["steps"] != steps or len(saved["params"]) != len(params):
+            raise ValueError(f"distillation checkpoint {checkpoint} is for another run "
+                             f"({saved['steps']} steps); delete it to start over")
+        with torch.no_grad():
+            for p, v in zip(params, saved["params"]):
+                p.copy_(v.to(p.device))
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["schedule"])
+        curve, start = list(saved["curve"]), saved["step"]
+    bar = tqdm(total=steps, initial=start, desc=desc, leave=False, disable=not progress)
+    drawn = 0          # batches drawn from the loader, computed or (before ``start``) skipped
     while step < steps:
         for batch in loader:
+            drawn += 1
+            if drawn <= start:           # resumed: these batches were computed before
+                step += 1
+                if step >= steps:
+                    break
+                continue
             loss = distillation_loss(teacher, student, _to(batch, device), layers, teacher_layers)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -94,12 +119,23 @@ def distill(teacher, student, loader, layers: list[int], params: list[torch.nn.P
             bar.update()
             if progress:
                 bar.set_postfix(loss=f"{curve[-1]:.4f}")
+            if checkpoint is not None and step % checkpoint_every == 0 and step < steps:
+                _save_distill_checkpoint(checkpoint, params, opt, sched, curve, step, steps)
             if step >= steps:
                 break
-        if step == 0:
+        if drawn == 0:
             raise ValueError("the public distillation data is empty")
     bar.close()
     return curve
+
+
+def _save_distill_checkpoint(path: Path, params, opt, sched, curve, step: int, steps: int) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save({"params": [p.detach().cpu().clone() for p in params], "optimizer": opt.state_dict(),
+                "schedule": sched.state_dict(), "curve": list(curve), "step": step, "steps": steps}, tmp)
+    os.replace(tmp, path)                # atomic: a reader sees the old checkpoint or the new one
 
 
 def ffn_parameters(model, layers: list[int], with_norm: bool) -> list[torch.nn.Parameter]:
@@ -221,7 +257,9 @@ def layer_level_alignment(server, progress: bool | None = None) -> dict:
             for n, p in params.items():
                 p.copy_(saved[n].to(p.device))
         return dict(json.loads((folder / "log.json").read_text()), cached=str(folder))
-    log = _layer_level_alignment(server, progress)
+    # an interrupted computation of this entry left its distillation state here: continue it
+    partial = folder.with_name(folder.name + ".partial") / "distill.pt"
+    log = _layer_level_alignment(server, progress, checkpoint=partial)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, str(tmp / "weights.safetensors"))
@@ -234,6 +272,7 @@ def layer_level_alignment(server, progress: bool | None = None) -> dict:
         os.replace(tmp, folder)          # atomic: a reader sees the whole entry or none
     else:                                # another process stored the same entry meanwhile
         shutil.rmtree(tmp)
+    shutil.rmtree(partial.parent, ignore_errors=True)
     return dict(log, cached=None)
 
 
@@ -242,7 +281,12 @@ def _named(model, params):
     return [(n, p) for n, p in model.named_parameters() if id(p) in ids]
 
 
-def _layer_level_alignment(server, progress: bool | None = None) -> dict:
+#: Steps between two saves of an unfinished layer-level alignment (about a minute of work on a slow
+#: 2-core machine for MiniLM; a save is a few MB).
+LAYER_LEVEL_CHECKPOINT_EVERY = 50
+
+
+def _layer_level_alignment(server, progress: bool | None = None, checkpoint: Path | None = None) -> dict:
     cfg, fm, sub = server.cfg, server.fm, server.proxy
     layers = compressed_layers(sub)
     progress = server.progress if progress is None else progress
@@ -252,7 +296,8 @@ def _layer_level_alignment(server, progress: bool | None = None) -> dict:
     params = ffn_parameters(sub, layers, with_norm=True)
     with only_trainable(sub, params):
         curve = distill(fm, sub, loader, layers, params, cfg.layer_level_steps, cfg.align_lr,
-                        server.device, progress=progress, desc="layer-level alignment")
+                        server.device, progress=progress, desc="layer-level alignment",
+                        checkpoint=checkpoint, checkpoint_every=LAYER_LEVEL_CHECKPOINT_EVERY)
     after = _layer_distances(fm, sub, held_out, layers, server.device, max_batches=8)
     return {"layers": layers, "distance_before": before, "distance_after": after, "loss_curve": curve}
 

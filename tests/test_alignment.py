@@ -216,3 +216,47 @@ def test_alignment_sits_below_the_round_loop():
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 assert node.module != "federated", f"fedpft_lite.{name} imports .federated"
     assert federated.derived_seed is utils.derived_seed
+
+
+def test_an_interrupted_layer_level_alignment_continues_to_the_uninterrupted_result(tiny_model, tmp_path,
+                                                                                   monkeypatch):
+    """A long alignment killed mid-way (a session's end) continues from its last save and ends
+    exactly where an uninterrupted one does: same loss curve, same weights, same history."""
+    from safetensors.torch import load_file
+    cfg = small(tiny_model, rounds=2, align_before=True, align_during=False, align_before_steps=10,
+                align_lr=3e-3)
+    monkeypatch.setattr(alignment, "LAYER_LEVEL_CHECKPOINT_EVERY", 4)
+    logs = []
+    grab = lambda s, r: logs.append(s.log["before_rounds"])  # noqa: E731
+    plain = run_federated(cfg.replace(cache_dir=str(tmp_path / "a")), progress=False, on_round=grab)
+    plain_log = logs[-1]
+
+    real, calls = alignment.distillation_loss, []
+
+    def dies_at_step_7(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt("the session ended")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(alignment, "distillation_loss", dies_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        run_federated(cfg.replace(cache_dir=str(tmp_path / "b")), progress=False)
+    partial, = (tmp_path / "b").glob("layer_level_*.partial/distill.pt")
+    assert torch.load(partial, weights_only=False)["step"] == 4     # the last save before the kill
+    assert not list((tmp_path / "b").glob("layer_level_*/weights.safetensors"))   # no entry stored
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(alignment, "distillation_loss", counted)
+    calls.clear()
+    resumed = run_federated(cfg.replace(cache_dir=str(tmp_path / "b")), progress=False, on_round=grab)
+    assert len(calls) == 6                                        # steps 5-10 only: continued, not redone
+    assert logs[-1]["loss_curve"] == plain_log["loss_curve"] and len(plain_log["loss_curve"]) == 10
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(resumed) == strip(plain)
+    a, = (tmp_path / "a").glob("layer_level_*/weights.safetensors")
+    b, = (tmp_path / "b").glob("layer_level_*/weights.safetensors")
+    wa, wb = load_file(str(a)), load_file(str(b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not partial.parent.exists()                            # removed once the entry is stored
